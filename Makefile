@@ -1,0 +1,36 @@
+# Two entry points (see README): `make reproduce` and `make test`. Both create the environment if needed.
+# Inside an activated conda env (GPU box: `conda env create -f environment.yml`) the env's python is used;
+# otherwise a local .venv is created with the exact pins of pyproject.toml.
+PROFILE ?= tiny
+ARGS ?=
+SYSTEM_PYTHON ?= python3
+VENV := .venv
+ifdef CONDA_PREFIX
+PY := python
+ENV_READY :=
+else
+PY := $(VENV)/bin/python
+ENV_READY := $(VENV)/.installed
+endif
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: env reproduce test clean-runs
+
+env: $(ENV_READY)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(VENV)
+	# torch first and exactly pinned, so no later resolver step can pull a CUDA build here
+	$(VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VENV)/bin/python -m pip install -q -e '.[dev,nb]'
+	touch $@
+
+reproduce: $(ENV_READY)
+	$(PY) -m medkit reproduce --profile $(PROFILE) $(ARGS)
+
+test: $(ENV_READY)
+	$(PY) -m pytest $(ARGS)
+
+clean-runs:
+	rm -rf runs/

@@ -1,0 +1,125 @@
+"""Run profiles (``tiny`` and ``paper``) and the vision-encoder registry, both loaded from YAML data.
+
+One code path serves both profiles: a profile only says *which* checkpoints and sizes to use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from medkit.config import ConfigError, from_dict, load_yaml
+
+CONFIG_DIR = Path(str(resources.files("medkit") / "configs"))
+PROFILE_NAMES = ("tiny", "paper")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One vision encoder of the registry: where its weights live and how its features are read."""
+
+    name: str
+    description: str
+    model_type: str  # transformers model_type of the vision config (clip_vision_model, siglip_vision_model, vit)
+    hub_id: str
+    weights_format: Literal["transformers", "open_clip"]
+    feature_layer: int
+    select_strategy: Literal["default", "full"]  # "default" drops the CLS token
+    image_mean: list[float]
+    image_std: list[float]
+    paper: dict[str, Any]
+    tiny: dict[str, Any]
+
+    def config_kwargs(self, profile: str) -> dict[str, Any]:
+        if profile not in PROFILE_NAMES:
+            raise ConfigError(f"unknown profile {profile!r}; known: {list(PROFILE_NAMES)}")
+        return dict(self.paper if profile == "paper" else self.tiny)
+
+
+@cache
+def encoder_registry() -> dict[str, EncoderSpec]:
+    with (CONFIG_DIR / "encoders.yaml").open(encoding="utf-8") as f:
+        raw = yaml.safe_load(f)
+    return {
+        name: from_dict(EncoderSpec, {"name": name, **spec}, where=f"encoders.yaml:{name}")
+        for name, spec in raw.items()
+    }
+
+
+def get_encoder(name: str) -> EncoderSpec:
+    registry = encoder_registry()
+    if name not in registry:
+        raise ConfigError(f"unknown vision encoder {name!r}; registered encoders: {sorted(registry)}")
+    return registry[name]
+
+
+@dataclass
+class ModelSection:
+    encoder: str = "clip"
+    language_model: str = "tiny"  # "tiny", a hub id or a local checkpoint folder
+    tokenizer: str = "tiny"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    downsample_ratio: float = 0.5
+    projector_hidden_act: str = "gelu"
+    text_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TilingSection:
+    max_tiles: int = 12
+    min_tiles: int = 1
+    use_thumbnail: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_tiles <= self.max_tiles:
+            raise ConfigError(f"tiling: need 1 <= min_tiles <= max_tiles, got {self.min_tiles}, {self.max_tiles}")
+
+
+@dataclass
+class ChatSection:
+    date: str = "2025-06-28"  # pinned so rendered prompts are reproducible
+    reasoning_effort: Literal["low", "medium", "high"] = "low"
+
+
+@dataclass
+class DataSection:
+    corpus_seed: int = 0
+
+
+@dataclass
+class Profile:
+    name: str
+    seed: int = 0
+    model: ModelSection = field(default_factory=ModelSection)
+    tiling: TilingSection = field(default_factory=TilingSection)
+    chat: ChatSection = field(default_factory=ChatSection)
+    data: DataSection = field(default_factory=DataSection)
+
+    @property
+    def encoder(self) -> EncoderSpec:
+        return get_encoder(self.model.encoder)
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model.language_model == "tiny"
+
+
+def load_profile(name_or_path: str | Path, **model_overrides: Any) -> Profile:
+    """Load ``tiny``, ``paper`` or a YAML file path; ``model_overrides`` replace model fields (e.g. encoder)."""
+    path = Path(name_or_path)
+    if str(name_or_path) in PROFILE_NAMES:
+        path = CONFIG_DIR / "profiles" / f"{name_or_path}.yaml"
+    elif path.suffix not in (".yaml", ".yml"):
+        raise ConfigError(f"unknown profile {str(name_or_path)!r}; use one of {list(PROFILE_NAMES)} or a YAML file")
+    profile = load_yaml(Profile, path)
+    for key, value in model_overrides.items():
+        if not hasattr(profile.model, key):
+            raise ConfigError(f"unknown model option {key!r}")
+        setattr(profile.model, key, value)
+    get_encoder(profile.model.encoder)  # fail now on an unknown encoder name
+    return profile

@@ -1,0 +1,1 @@
+"""Training: batching, the Trainer wiring and (later) the staged curriculum."""
