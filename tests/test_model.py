@@ -169,7 +169,7 @@ def test_clip_and_siglip_towers_load_from_full_checkpoints(tmp_path):
         assert all(torch.equal(source[k], loaded[k]) for k in source)
 
 
-def fake_open_clip_state(hidden=64, layers=3, patch=8, image=64, mlp=128):
+def fake_open_clip_state(hidden=64, layers=3, patch=16, image=64, mlp=128):
     g = torch.Generator().manual_seed(0)
     r = lambda *shape: torch.randn(*shape, generator=g)
     n = (image // patch) ** 2

@@ -12,12 +12,13 @@ import torch
 from transformers import GptOssConfig, GptOssForCausalLM, PreTrainedTokenizerBase
 from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector
 
+from medkit.chat import IMAGE_CONTEXT_TOKEN
 from medkit.model.configuration import MedGPTOssConfig
 from medkit.model.encoders import load_vision_tower, vision_config
 from medkit.model.modeling import MedGPTOssForConditionalGeneration
 from medkit.profiles import EncoderSpec, Profile
 
-IMAGE_CONTEXT_TOKEN = "<IMG_CONTEXT>"
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

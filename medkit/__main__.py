@@ -1,0 +1,3 @@
+from medkit.cli import main
+
+raise SystemExit(main())
