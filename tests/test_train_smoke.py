@@ -37,3 +37,17 @@ def test_tiny_vlm_loss_falls_on_synthetic_corpus(corpus, tmp_path):
     # every part trained in this smoke run, the vision tower included
     changed = [k for k, v in model.model.vision_tower.state_dict().items() if not torch.equal(v, vision_before[k])]
     assert changed
+
+
+def test_same_seed_same_training_run(corpus, tmp_path):
+    profile = load_profile("tiny")
+    runs = []
+    for attempt in range(2):
+        tokenizer, model, processor = prepare(profile, corpus)
+        dataset = ConversationDataset.from_jsonl([corpus / "vqa_mc.jsonl"], processor, split="train")
+        result = train(model, dataset, PadCollator(tokenizer.pad_token_id),
+                       smoke_training_args(profile, tmp_path / str(attempt), steps=4))
+        runs.append((result.losses, model.state_dict()))
+    (losses_a, weights_a), (losses_b, weights_b) = runs
+    assert losses_a == losses_b
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)

@@ -1,0 +1,36 @@
+"""The command line: summary numbers from configs, clear errors for bad options."""
+
+import subprocess
+import sys
+
+from medkit.cli import main
+
+
+def test_summary_paper_profile_offline(capsys):
+    assert main(["summary", "--profile", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "encoder=clip lm=openai/gpt-oss-20b" in out
+    total = next(line for line in out.splitlines() if line.startswith("total"))
+    assert 21.0e9 < int(total.split()[1].replace(",", "")) < 21.5e9
+    clip_row = next(line for line in out.splitlines() if line.startswith("clip "))
+    assert clip_row.split() == ["clip", "336", "576", "144", "13", "1872"]
+    medsiglip_row = next(line for line in out.splitlines() if line.startswith("medsiglip "))
+    assert medsiglip_row.split()[1:4] == ["448", "1024", "256"]
+
+
+def test_summary_tiny_with_other_encoder(capsys):
+    assert main(["summary", "--profile", "tiny", "--encoder", "biomedclip"]) == 0
+    out = capsys.readouterr().out
+    assert "encoder=biomedclip lm=tiny" in out
+    assert "vision_tower" in out and "lm.experts" in out
+
+
+def test_unknown_encoder_exits_2_with_message(capsys):
+    assert main(["summary", "--encoder", "resnet"]) == 2
+    assert "unknown vision encoder 'resnet'" in capsys.readouterr().err
+
+
+def test_unknown_subcommand_is_rejected():
+    result = subprocess.run([sys.executable, "-m", "medkit", "fly"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "invalid choice: 'fly'" in result.stderr
