@@ -63,6 +63,7 @@ class ModelSection:
     encoder: str = "clip"
     language_model: str = "tiny"  # "tiny", a hub id or a local checkpoint folder
     tokenizer: str = "tiny"
+    encoder_path: str | None = None  # local folder of the encoder weights; default: the registry's hub id
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     downsample_ratio: float = 0.5
     projector_hidden_act: str = "gelu"

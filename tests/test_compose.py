@@ -39,3 +39,22 @@ def test_compose_released_encoder_and_lm_then_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids, pixel_values=tiles).logits,
                            reloaded(input_ids=ids, pixel_values=tiles).logits)
+
+
+def test_missing_checkpoint_says_what_to_set(tmp_path):
+    import pytest
+
+    profile = load_profile("paper", tokenizer="tiny", language_model=str(tmp_path / "no-such-lm"),
+                           encoder_path=str(tmp_path / "no-such-clip"))
+    with pytest.raises(FileNotFoundError, match=r"no-such-clip.*set model\.encoder_path in a profile YAML"):
+        compose_pretrained(profile, load_tokenizer("tiny"))
+
+
+def test_hub_id_without_cache_is_a_clear_error(tmp_path):
+    import pytest
+
+    clip = CLIPModel(CLIPConfig(vision_config=get_encoder("clip").tiny, text_config=TEXT_TOWER))
+    clip.save_pretrained(tmp_path / "clip")
+    profile = load_profile("paper", tokenizer="tiny", encoder_path=str(tmp_path / "clip"))
+    with pytest.raises(FileNotFoundError, match=r"'openai/gpt-oss-20b'.*set model\.language_model"):
+        compose_pretrained(profile, load_tokenizer("tiny"))

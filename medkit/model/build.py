@@ -6,6 +6,7 @@ Both profiles end as the same thing: a ``MedGPTOssForConditionalGeneration`` che
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -62,6 +63,19 @@ def build_tiny_model(profile: Profile, tokenizer: PreTrainedTokenizerBase) -> Me
     return MedGPTOssForConditionalGeneration(config).to(DTYPES[profile.model.dtype])
 
 
+@contextmanager
+def checkpoint_source(source: str, profile_key: str):
+    """Turn a hub/cache miss into an error that says which checkpoint and which profile key to set."""
+    try:
+        yield
+    except OSError as e:
+        raise FileNotFoundError(
+            f"cannot load checkpoint {source!r}: not a local folder and not in the Hugging Face cache "
+            f"(no hub downloads here). Download it on a connected machine or set {profile_key} in a "
+            f"profile YAML to a local folder. ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+
+
 def compose_pretrained(
     profile: Profile,
     tokenizer: PreTrainedTokenizerBase,
@@ -77,8 +91,12 @@ def compose_pretrained(
     """
     spec = profile.encoder
     dtype = DTYPES[profile.model.dtype]
-    tower = load_vision_tower(spec, encoder_path or spec.hub_id, encoder_config).to(dtype)
-    lm = GptOssForCausalLM.from_pretrained(lm_path or profile.model.language_model, dtype=dtype)
+    encoder_source = encoder_path or profile.model.encoder_path or spec.hub_id
+    lm_source = lm_path or profile.model.language_model
+    with checkpoint_source(encoder_source, "model.encoder_path"):
+        tower = load_vision_tower(spec, encoder_source, encoder_config).to(dtype)
+    with checkpoint_source(lm_source, "model.language_model"):
+        lm = GptOssForCausalLM.from_pretrained(lm_source, dtype=dtype)
     if len(tokenizer) > lm.config.vocab_size:
         lm.resize_token_embeddings(len(tokenizer))
     config = compose_config(spec, tower.config, lm.config, profile, image_token_id(tokenizer))

@@ -29,6 +29,12 @@ class LossRecorder(TrainerCallback):
             self.result.losses.append(float(logs["loss"]))
 
 
+def evaluate(model: PreTrainedModel, dataset: Dataset, collator, args: TrainingArguments) -> float:
+    """Mean loss on ``dataset`` (no training)."""
+    trainer = Trainer(model=model, args=args, eval_dataset=dataset, data_collator=collator)
+    return trainer.evaluate()["eval_loss"]
+
+
 def train(
     model: PreTrainedModel,
     dataset: Dataset,
