@@ -46,6 +46,7 @@ def smoke_training_args(profile: Profile, out_dir: Path, steps: int) -> Training
         report_to=[],
         seed=profile.seed,
         data_seed=profile.seed,
+        full_determinism=True,  # deterministic kernels: same seed, bit-identical weights on CPU
         use_cpu=not torch.cuda.is_available(),
         bf16=profile.model.dtype == "bfloat16",
         remove_unused_columns=False,
