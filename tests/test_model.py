@@ -1,6 +1,6 @@
 import pytest
 import torch
-from transformers import CLIPConfig, CLIPModel, GptOssConfig, GptOssForCausalLM, SiglipConfig, SiglipModel
+from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
 
 from medkit.config import ConfigError
 from medkit.model.build import model_config
