@@ -93,6 +93,16 @@ class DataSection:
 
 
 @dataclass
+class TrainingSection:
+    """Profile-level stand-ins for the stage configs' paper values (null: use the stage's own)."""
+
+    per_device_batch_size: int | None = None
+    global_batch_size: int | None = None
+    max_steps: int | None = None
+    learning_rate: dict[str, float] = field(default_factory=dict)  # stage name -> rate for every part
+
+
+@dataclass
 class Profile:
     name: str
     seed: int = 0
@@ -100,6 +110,7 @@ class Profile:
     tiling: TilingSection = field(default_factory=TilingSection)
     chat: ChatSection = field(default_factory=ChatSection)
     data: DataSection = field(default_factory=DataSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
 
     @property
     def encoder(self) -> EncoderSpec:

@@ -34,3 +34,20 @@ def test_unknown_subcommand_is_rejected():
     result = subprocess.run([sys.executable, "-m", "medkit", "fly"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "invalid choice: 'fly'" in result.stderr
+
+
+def test_train_command_chains_stages_through_the_launcher():
+    from medkit.cli import build_parser, train_command
+
+    args = build_parser().parse_args(["train", "--stage", "midtrain", "--nproc", "2", "--out", "runs/x", "--max-steps", "5"])
+    cmd = train_command(args)
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    assert cmd[cmd.index("--previous") + 1] == "runs/x/pretrain/model"  # starts from the previous stage
+    assert cmd[cmd.index("--out") + 1] == "runs/x/midtrain"
+    first = train_command(build_parser().parse_args(["train", "--stage", "pretrain"]))
+    assert "--previous" not in first
+
+
+def test_train_unknown_stage_exits_2(capsys):
+    assert main(["train", "--stage", "finetune"]) == 2
+    assert "unknown stage 'finetune'" in capsys.readouterr().err

@@ -216,3 +216,15 @@ def test_biomedclip_open_clip_checkpoint_converts_into_vit(tmp_path):
 def test_open_clip_conversion_rejects_other_checkpoints():
     with pytest.raises(KeyError, match="not an open_clip timm-trunk checkpoint"):
         convert_open_clip_vit({"vision_model.embeddings.patch_embedding.weight": torch.zeros(1)}, 1)
+
+
+def test_text_only_training_batch_still_runs_vision_with_zero_weight():
+    model = tiny_model().train()
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    out = model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    grads = [p.grad for p in model.model.vision_tower.parameters() if p.grad is not None]
+    assert grads and all(torch.count_nonzero(g) == 0 for g in grads)  # joined the graph, changed nothing
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, out.logits.detach())

@@ -44,6 +44,18 @@ class MedGPTOssModel(InternVLModel):
         projected = self.multi_modal_projector(features)
         return BaseModelOutputWithPooling(last_hidden_state=tower.last_hidden_state, pooler_output=projected)
 
+    def forward(self, input_ids=None, pixel_values=None, inputs_embeds=None, **kwargs):
+        if self.training and pixel_values is None and input_ids is not None:
+            # A text-only batch still runs the vision tower and projector on one blank tile, added with
+            # weight 0: under ZeRO-3 every rank must join the same parameter gathers, and a rank that
+            # skipped the vision tower while another ran it would hang the step.
+            size = self.config.tile_size
+            blank = torch.zeros(1, 3, size, size, dtype=self.vision_tower.dtype, device=input_ids.device)
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+            inputs_embeds = inputs_embeds + 0.0 * self.get_image_features(blank).pooler_output.sum()
+            input_ids = None
+        return super().forward(input_ids=input_ids, pixel_values=pixel_values, inputs_embeds=inputs_embeds, **kwargs)
+
     def get_placeholder_mask(self, input_ids, inputs_embeds, image_features):
         if input_ids is None:
             raise ValueError("MedGPT-OSS needs input_ids to locate image placeholder tokens")

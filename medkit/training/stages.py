@@ -45,6 +45,7 @@ class StageConfig:
     init_from: str | None
     trainable: Trainable
     learning_rate: LearningRates
+    synthetic_tasks: list[str]  # the tiny profile's stand-in for the mixture
     # Table 2 / section 3.3 defaults, shared by all stages
     optimizer: str = "adamw"
     adam_beta1: float = 0.9
@@ -116,11 +117,16 @@ def optimizer_groups(model: nn.Module, stage: StageConfig) -> list[dict]:
             continue
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         lr = getattr(stage.learning_rate, part)
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        decay = [p for p in params if _ndim(p) >= 2]
+        no_decay = [p for p in params if _ndim(p) < 2]
         groups.append({"name": f"{part}.decay", "params": decay, "lr": lr, "weight_decay": stage.weight_decay})
         groups.append({"name": f"{part}.no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0})
     return [g for g in groups if g["params"]]
+
+
+def _ndim(param: nn.Parameter) -> int:
+    """Dimensions of a parameter, also when ZeRO-3 has partitioned it to an empty tensor."""
+    return len(getattr(param, "ds_shape", param.shape))
 
 
 def table2_rows(stages: list[StageConfig]) -> list[tuple[str, str]]:

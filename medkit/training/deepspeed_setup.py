@@ -1,0 +1,64 @@
+"""DeepSpeed ZeRO-3 for a stage: the config (generated from the StageConfig) and the process set-up.
+
+Batch sizes, precision and clipping are left "auto" so transformers' Trainer fills them from its
+TrainingArguments; the optimizer is the Trainer's (one group per trained part, see stages.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+from transformers.models.gpt_oss.modeling_gpt_oss import GptOssMLP
+
+from medkit.training.stages import StageConfig
+
+
+def zero3_config(stage: StageConfig) -> dict:
+    return {
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": {
+            "stage": 3,
+            "overlap_comm": True,
+            "contiguous_gradients": True,
+            "reduce_bucket_size": "auto",
+            "stage3_prefetch_bucket_size": "auto",
+            "stage3_param_persistence_threshold": "auto",
+            "stage3_gather_16bit_weights_on_model_save": True,  # save a whole checkpoint, not shards
+        },
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "gradient_clipping": "auto",
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def init_distributed(args) -> None:
+    """Set up the process group before the model is built, so ZeRO-3 partitions over every rank.
+
+    Reading ``args.device`` makes the Trainer's accelerate state create the group; DeepSpeed's own comm
+    layer is then initialised on it (gloo on CPU, nccl on GPUs).
+    """
+    _ = args.device
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def mark_moe_leaf_modules(model: nn.Module) -> None:
+    """Make each GptOss MoE block a ZeRO-3 leaf: experts not routed to on one rank would otherwise never
+    be gathered there, and ranks would wait on each other forever."""
+    from deepspeed.utils import set_z3_leaf_modules
+
+    set_z3_leaf_modules(model, [GptOssMLP])
+
+
+def cpu_environment() -> dict[str, str]:
+    """Environment for DeepSpeed ranks on a machine without GPUs."""
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+    return env

@@ -1,0 +1,132 @@
+"""One curriculum stage on one rank: what every process started by ``medkit train`` runs.
+
+The model is built (first stage) or loaded (later stages, from the previous stage's output) while the
+Trainer's HfDeepSpeedConfig is alive, so ZeRO-3 partitions it at construction and initialises every
+weight, GptOss experts included. Stage flags decide what trains; the Trainer resumes from the stage's
+last checkpoint when one exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.optim import AdamW
+from transformers import TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from medkit.chat import load_tokenizer
+from medkit.data.dataset import ConversationDataset
+from medkit.model.build import image_token_id, model_config
+from medkit.model.modeling import MedGPTOssForConditionalGeneration
+from medkit.model.processor import MedGPTOssProcessor
+from medkit.profiles import Profile, load_profile
+from medkit.training.collator import PadCollator
+from medkit.training.deepspeed_setup import init_distributed, mark_moe_leaf_modules, zero3_config
+from medkit.training.run import LossRecorder, TrainResult
+from medkit.training.stages import LearningRates, StageConfig, apply_trainable, load_stage, optimizer_groups
+
+
+def stage_training_args(stage: StageConfig, profile: Profile, out_dir: Path, world_size: int, *,
+                        max_steps: int | None, per_device_batch_size: int | None,
+                        global_batch_size: int | None) -> TrainingArguments:
+    per_device = per_device_batch_size or profile.training.per_device_batch_size or stage.per_device_batch_size
+    global_batch = global_batch_size or profile.training.global_batch_size or stage.global_batch_size
+    max_steps = max_steps or profile.training.max_steps
+    if global_batch % (per_device * world_size):
+        raise ValueError(f"global batch {global_batch} is not a multiple of {per_device} x {world_size} ranks")
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        deepspeed=zero3_config(stage),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=global_batch // (per_device * world_size),
+        num_train_epochs=stage.epochs,
+        max_steps=max_steps or -1,
+        learning_rate=stage.learning_rate.llm,  # per-part rates are set in the optimizer groups
+        lr_scheduler_type=stage.lr_scheduler,
+        warmup_steps=stage.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=stage.weight_decay,
+        bf16=stage.bf16 and on_gpu and profile.model.dtype == "bfloat16",
+        gradient_checkpointing=stage.gradient_checkpointing and not profile.is_tiny,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=50,
+        save_total_limit=1,
+        report_to=[],
+        seed=profile.seed,
+        data_seed=profile.seed,
+        use_cpu=not on_gpu,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
+
+
+def stage_for_profile(stage: StageConfig, profile: Profile) -> StageConfig:
+    """The stage with the profile's learning-rate stand-in applied to every part, if it has one."""
+    rate = profile.training.learning_rate.get(stage.name)
+    if rate is None:
+        return stage
+    return replace(stage, learning_rate=LearningRates(vision=rate, projector=rate, llm=rate))
+
+
+def build_stage_model(stage: StageConfig, profile: Profile, tokenizer, previous: Path | None):
+    if previous is not None:
+        return MedGPTOssForConditionalGeneration.from_pretrained(previous)
+    config = model_config(profile, vocab_size=len(tokenizer), img_token=image_token_id(tokenizer))
+    torch.manual_seed(profile.seed)
+    return MedGPTOssForConditionalGeneration._from_config(config)
+
+
+def run_stage(stage: StageConfig, profile: Profile, corpus: Path, out_dir: Path, previous: Path | None,
+              **batch_overrides) -> TrainResult:
+    from transformers import Trainer  # imported late: after the environment of the rank is set
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by the launcher before any process group exists
+    args = stage_training_args(stage, profile, out_dir, world_size, **batch_overrides)
+    init_distributed(args)
+    tokenizer = load_tokenizer(profile.model.tokenizer)
+    model = build_stage_model(stage, profile, tokenizer, previous)
+    mark_moe_leaf_modules(model)
+    apply_trainable(model, stage.trainable)
+    optimizer = AdamW(optimizer_groups(model, stage), betas=(stage.adam_beta1, stage.adam_beta2),
+                      eps=stage.adam_epsilon)
+    processor = MedGPTOssProcessor.for_model(model.config, tokenizer, profile)
+    files = [corpus / f"{task}.jsonl" for task in stage.synthetic_tasks]
+    dataset = ConversationDataset.from_jsonl(files, processor, split="train")
+    result = TrainResult()
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=PadCollator(tokenizer.pad_token_id),
+                      optimizers=(optimizer, None), callbacks=[LossRecorder(result)])
+    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None)
+    trainer.save_model(str(out_dir / "model"))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out_dir / "model"))
+        (out_dir / "losses.json").write_text(json.dumps(result.losses))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="one curriculum stage on this rank (started by medkit train)")
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--vision-schedule", default="table2", choices=["table2", "text"])
+    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--previous", type=Path, default=None)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--per-device-batch-size", type=int, default=None)
+    parser.add_argument("--global-batch-size", type=int, default=None)
+    a = parser.parse_args(argv)
+    profile = load_profile(a.profile)
+    run_stage(stage_for_profile(load_stage(a.stage, a.vision_schedule), profile), profile, a.corpus, a.out, a.previous,
+              max_steps=a.max_steps, per_device_batch_size=a.per_device_batch_size,
+              global_batch_size=a.global_batch_size)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
