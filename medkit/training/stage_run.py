@@ -77,6 +77,12 @@ def stage_for_profile(stage: StageConfig, profile: Profile) -> StageConfig:
 def build_stage_model(stage: StageConfig, profile: Profile, tokenizer, previous: Path | None):
     if previous is not None:
         return MedGPTOssForConditionalGeneration.from_pretrained(previous)
+    if not profile.is_tiny:
+        # the paper's first stage starts from the released encoder and GPT-oss, never from random weights
+        raise ValueError(
+            f"profile {profile.name!r}: stage {stage.name!r} needs --previous pointing at a composed "
+            "checkpoint (medkit.model.build.compose_pretrained saved with save_pretrained)"
+        )
     config = model_config(profile, vocab_size=len(tokenizer), img_token=image_token_id(tokenizer))
     torch.manual_seed(profile.seed)
     return MedGPTOssForConditionalGeneration._from_config(config)
