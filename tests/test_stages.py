@@ -95,3 +95,11 @@ def test_table2_rendered_from_configs():
     assert rows["Max sequence length"] == "32,768"
     assert rows["Per-device batch size"] == "16 (global batch size: 128)"
     assert dict(table2_rows(load_curriculum("text")))["Vision encoder"] == "jointly trained in stage 0, 1, 2"
+
+
+def test_paper_first_stage_refuses_random_weights():
+    from medkit.chat import load_tokenizer
+    from medkit.training.stage_run import build_stage_model
+
+    with pytest.raises(ValueError, match=r"stage 'pretrain' needs --previous pointing at a composed checkpoint"):
+        build_stage_model(load_stage("pretrain"), load_profile("paper", tokenizer="tiny"), load_tokenizer("tiny"), None)
