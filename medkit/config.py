@@ -7,8 +7,6 @@ Every config class of the kit (profiles, stage configs, run parameters) goes thr
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from pathlib import Path
@@ -101,8 +99,3 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
-
-def config_hash(config: Any) -> str:
-    """Short stable hash of a config's content, for provenance stamps and cache keys."""
-    payload = json.dumps(to_dict(config) if dataclasses.is_dataclass(config) else config, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]

@@ -13,7 +13,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from medkit.chat import render_chat
-from medkit.data.schema import Sample, content_parts, resolve_image_paths
+from medkit.data.schema import Sample, resolve_image_paths
 from medkit.model.configuration import MedGPTOssConfig
 from medkit.model.image_processing import TileImageProcessor, load_image
 from medkit.profiles import ChatSection, Profile
@@ -70,7 +70,7 @@ class MedGPTOssProcessor:
         messages = sample.messages
         if for_generation and messages[-1]["role"] == "assistant":
             messages = messages[:-1]
-        n_parts = sum(1 for m in messages for p in content_parts(m) if p.get("type") == "image")
+        n_parts = sample.num_image_parts  # the dropped assistant turn holds no images
         images = [load_image(p, record=sample.id) for p in resolve_image_paths(sample, root)]
         if n_parts != len(images):
             raise PlaceholderMismatchError(

@@ -7,14 +7,14 @@ For the ``paper`` profile the model is instantiated on the meta device from conf
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from medkit.model.build import model_config
 from medkit.model.modeling import MedGPTOssForConditionalGeneration
-from medkit.profiles import Profile, encoder_registry, load_profile
+from medkit.profiles import Profile, encoder_registry
 
 # (part, predicate on parameter name); first match wins, in this order
 PARTS: list[tuple[str, str]] = [
@@ -62,7 +62,7 @@ def encoder_token_budget(profile: Profile) -> list[EncoderTokens]:
     rows = []
     max_tiles = profile.tiling.max_tiles + (1 if profile.tiling.use_thumbnail and profile.tiling.max_tiles > 1 else 0)
     for name in encoder_registry():
-        config = model_config(load_profile(_source(profile), encoder=name))
+        config = model_config(replace(profile, model=replace(profile.model, encoder=name)))
         rows.append(EncoderTokens(
             encoder=name,
             tile_size=config.tile_size,
@@ -72,10 +72,6 @@ def encoder_token_budget(profile: Profile) -> list[EncoderTokens]:
             max_tokens_per_image=max_tiles * config.tokens_per_tile,
         ))
     return rows
-
-
-def _source(profile: Profile) -> str:
-    return "tiny" if profile.is_tiny else "paper"
 
 
 def meta_model(profile: Profile, vocab_size: int | None = None) -> MedGPTOssForConditionalGeneration:
