@@ -56,6 +56,8 @@ def train_command(args: argparse.Namespace) -> list[str]:
         cmd += ["--previous", str(out / stage.init_from / "model")]
     if args.max_steps:
         cmd += ["--max-steps", str(args.max_steps)]
+    if args.save_steps:
+        cmd += ["--save-steps", str(args.save_steps)]
     return cmd
 
 
@@ -68,6 +70,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         generate_corpus(args.corpus, seed=0)
     print(" ".join(cmd), flush=True)
     return subprocess.run(cmd, env=cpu_environment()).returncode
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from medkit.training.compute_plan import compute_plan, format_plan, load_hardware
+    from medkit.training.stages import load_curriculum, load_stage
+
+    hardware = load_hardware(args.hardware)
+    stages = load_curriculum(args.vision_schedule) if args.stage == "all" else [load_stage(args.stage, args.vision_schedule)]
+    for stage in stages:
+        plan = compute_plan(stage, hardware, num_gpus=args.gpus, num_nodes=args.nodes, tokens=args.tokens,
+                            mfu=args.mfu, profile=args.profile)
+        print(format_plan(plan))
+    return 0
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from medkit.training.ablation import run_ablation
+
+    run_ablation(args.profile, args.out, data_root=args.data_root, config=args.config, encoders=args.encoders)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", default="runs/corpus", help="training data folder (tiny: the synthetic corpus)")
     p.add_argument("--out", default="runs/train", help="stage outputs go to OUT/<stage>/")
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--save-steps", type=int, default=None, help="checkpoint interval; rerunning a killed stage resumes")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("plan", help="per-GPU ZeRO-3 memory and GPU-hours of a stage on given hardware")
+    p.add_argument("--stage", default="all", help="pretrain, midtrain, instruct or all")
+    p.add_argument("--hardware", default="h100-sxm", help="a GPU of medkit/configs/hardware.yaml")
+    p.add_argument("--gpus", type=int, default=8, help="GPUs per node")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--tokens", type=float, default=None, help="training tokens, for the FLOPs-based estimate")
+    p.add_argument("--mfu", type=float, default=0.25, help="assumed model FLOPs utilisation for that estimate")
+    p.add_argument("--profile", default="paper")
+    p.add_argument("--vision-schedule", default="table2", choices=["table2", "text"])
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("ablation", help="the LoRA vision-encoder ablation of Figure 1")
+    p.add_argument("--profile", default="tiny")
+    p.add_argument("--out", default="runs/ablation")
+    p.add_argument("--data-root", default=None, help="folder of the config's data files (tiny: generated corpus)")
+    p.add_argument("--config", default=None, help="ablation YAML (default: the profile's shipped config)")
+    p.add_argument("--encoders", nargs="+", default=None, help="a subset of the config's encoders")
+    p.set_defaults(func=cmd_ablation)
 
     p = sub.add_parser("reproduce", help="the main job on a profile (tiny: corpus -> train -> held-out loss)")
     p.add_argument("--profile", default="tiny")

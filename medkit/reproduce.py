@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from transformers import TrainingArguments
 
 from medkit.chat import load_tokenizer
@@ -21,7 +20,7 @@ from medkit.model.build import build_tiny_model, compose_pretrained
 from medkit.model.processor import MedGPTOssProcessor
 from medkit.profiles import Profile, load_profile
 from medkit.training.collator import PadCollator
-from medkit.training.run import TrainResult, evaluate, train
+from medkit.training.run import TrainResult, evaluate, single_process_args, train
 
 TRAIN_TASKS = ("caption", "vqa_mc", "text_mc", "reasoning", "report", "trial")
 EVAL_LIMIT_PER_TASK = 16
@@ -29,30 +28,8 @@ DEFAULT_TINY_STEPS = 120
 
 
 def smoke_training_args(profile: Profile, out_dir: Path, steps: int) -> TrainingArguments:
-    return TrainingArguments(
-        output_dir=str(out_dir),
-        max_steps=steps,
-        per_device_train_batch_size=8,
-        per_device_eval_batch_size=8,
-        learning_rate=3e-3,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.03,  # a float in [0, 1) is a ratio of total steps
-        weight_decay=0.05,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        adam_epsilon=1e-8,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=profile.seed,
-        data_seed=profile.seed,
-        full_determinism=True,  # deterministic kernels: same seed, bit-identical weights on CPU
-        use_cpu=not torch.cuda.is_available(),
-        bf16=profile.model.dtype == "bfloat16",
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
+    return single_process_args(out_dir, seed=profile.seed, learning_rate=3e-3, steps=steps, batch_size=8,
+                               bf16=profile.model.dtype == "bfloat16")
 
 
 def prepare(profile: Profile, corpus_dir: Path):

@@ -33,7 +33,7 @@ from medkit.training.stages import LearningRates, StageConfig, apply_trainable, 
 
 def stage_training_args(stage: StageConfig, profile: Profile, out_dir: Path, world_size: int, *,
                         max_steps: int | None, per_device_batch_size: int | None,
-                        global_batch_size: int | None) -> TrainingArguments:
+                        global_batch_size: int | None, save_steps: int = 50) -> TrainingArguments:
     per_device = per_device_batch_size or profile.training.per_device_batch_size or stage.per_device_batch_size
     global_batch = global_batch_size or profile.training.global_batch_size or stage.global_batch_size
     max_steps = max_steps or profile.training.max_steps
@@ -55,8 +55,9 @@ def stage_training_args(stage: StageConfig, profile: Profile, out_dir: Path, wor
         gradient_checkpointing=stage.gradient_checkpointing and not profile.is_tiny,
         logging_steps=1,
         save_strategy="steps",
-        save_steps=50,
-        save_total_limit=1,
+        save_steps=save_steps,
+        save_total_limit=2,  # the newest may be cut short by a kill; resuming then falls back to the one before
+        include_num_input_tokens_seen="non_padding",  # tokens/s for the throughput benchmark
         report_to=[],
         seed=profile.seed,
         data_seed=profile.seed,
@@ -107,11 +108,15 @@ def run_stage(stage: StageConfig, profile: Profile, corpus: Path, out_dir: Path,
     result = TrainResult()
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=PadCollator(tokenizer.pad_token_id),
                       optimizers=(optimizer, None), callbacks=[LossRecorder(result)])
-    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None)
+    resume = get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
+    output = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(out_dir / "model"))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out_dir / "model"))
         (out_dir / "losses.json").write_text(json.dumps(result.losses))
+        metrics = {**output.metrics, "resumed_from": resume, "world_size": world_size,
+                   "tokens_seen": trainer.state.num_input_tokens_seen, "global_step": trainer.state.global_step}
+        (out_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     return result
 
 
@@ -126,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--per-device-batch-size", type=int, default=None)
     parser.add_argument("--global-batch-size", type=int, default=None)
+    parser.add_argument("--save-steps", type=int, default=50, help="checkpoint interval (a killed run resumes)")
     a = parser.parse_args(argv)
     profile = load_profile(a.profile)
     run_stage(stage_for_profile(load_stage(a.stage, a.vision_schedule), profile), profile, a.corpus, a.out, a.previous,
               max_steps=a.max_steps, per_device_batch_size=a.per_device_batch_size,
-              global_batch_size=a.global_batch_size)
+              global_batch_size=a.global_batch_size, save_steps=a.save_steps)
     return 0
 
 

@@ -1,0 +1,452 @@
+"""Compute plan for one curriculum stage on given hardware: ZeRO-3 model-state memory and GPU-hours.
+
+Memory comes from DeepSpeed's own ZeRO-3 estimator (``estimate_zero3_model_states_mem_needs``) fed with
+parameter counts of the meta-device model, plus a frozen-aware variant of the same formula (below).
+Time is estimated two ways: scaling the paper's measured stage times on 8 x B200 by peak BF16 FLOPS, and,
+given a token count, from a FLOPs count divided by peak x an assumed MFU. Hardware specs and the paper's
+reference run are data (``configs/hardware.yaml``).
+
+Frozen-aware memory: DeepSpeed's estimate assumes every parameter trains, i.e. 18 bytes per parameter
+in ZeRO-3 = 2 (bf16 weights) + 16 (gradients, fp32 master weights and the two Adam moments). ZeRO-3
+still shards the bf16 weights of every parameter, but the other 16 bytes exist only for trainable
+ones, so the frozen-aware estimate is the same formula with 2 * total + 16 * trainable bytes. With every
+part trainable it equals DeepSpeed's numbers exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+
+from medkit.config import ConfigError, from_dict, load_yaml
+from medkit.profiles import CONFIG_DIR, Profile, load_profile
+from medkit.training.stages import StageConfig, Trainable, model_parts
+
+HARDWARE_PATH = CONFIG_DIR / "hardware.yaml"
+DEFAULT_MFU = 0.25  # an assumption; our measured H100 slice ran at 23.3% MFU with flex attention
+ALL_TRAINABLE_BYTES = 18  # DeepSpeed's ZeRO-3 bytes per parameter (no offload)
+WEIGHT_BYTES = 2  # bf16 weights, kept for every parameter
+TRAINABLE_STATE_BYTES = ALL_TRAINABLE_BYTES - WEIGHT_BYTES  # grads + fp32 master + Adam m, v
+FORWARD_ORDER = ("vision", "projector", "llm")  # the order activations flow through the parts
+GIB = 2**30
+
+ACTIVATIONS_NOTE = ("Memory covers model states only (weights, gradients, optimizer states); activations, "
+                    "temporary buffers and the CUDA context are NOT included.")
+
+
+# ---- hardware and the reference run (data) ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Hardware:
+    name: str
+    description: str
+    memory_gib: float
+    bf16_dense_tflops: float  # dense BF16 Tensor Core peak, no structured sparsity
+    gpus_per_node: int
+
+
+@dataclass(frozen=True)
+class WallClock:
+    hours: int
+    minutes: int
+
+    @property
+    def as_hours(self) -> float:
+        return self.hours + self.minutes / 60
+
+
+@dataclass(frozen=True)
+class ReferenceRun:
+    hardware: str
+    num_gpus_per_node: int
+    num_nodes: int
+    wall_clock: dict[str, WallClock]  # stage name -> measured time
+
+    @property
+    def num_gpus(self) -> int:
+        return self.num_gpus_per_node * self.num_nodes
+
+
+@dataclass(frozen=True)
+class HardwareFile:
+    reference: ReferenceRun
+    gpus: dict[str, dict[str, Any]]  # checked entry by entry, so errors name the GPU
+
+
+@cache
+def _load_file(path: Path) -> tuple[ReferenceRun, dict[str, Hardware]]:
+    raw = load_yaml(HardwareFile, path)
+    gpus = {
+        name: from_dict(Hardware, {"name": name, **spec}, where=f"{path}:gpus.{name}")
+        for name, spec in raw.gpus.items()
+    }
+    if raw.reference.hardware not in gpus:
+        raise ConfigError(f"{path}: reference.hardware {raw.reference.hardware!r} is not one of {sorted(gpus)}")
+    return raw.reference, gpus
+
+
+def hardware_names(path: str | Path = HARDWARE_PATH) -> list[str]:
+    return list(_load_file(Path(path))[1])
+
+
+def load_hardware(name: str, path: str | Path = HARDWARE_PATH) -> Hardware:
+    gpus = _load_file(Path(path))[1]
+    if name not in gpus:
+        raise ConfigError(f"unknown hardware {name!r}; known: {list(gpus)}")
+    return gpus[name]
+
+
+def load_reference(path: str | Path = HARDWARE_PATH) -> ReferenceRun:
+    return _load_file(Path(path))[0]
+
+
+# ---- parameter counts of the model ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelCounts:
+    """Parameter counts of a profile's model, per trainable part (as ``stages.model_parts`` splits it)."""
+
+    total: int
+    largest_layer: int  # params held directly by one module, as DeepSpeed's ``model_to_params`` counts
+    parts: dict[str, int]  # vision / projector / llm
+    llm_experts: int  # MoE expert weights and biases inside the LM
+    llm_embed_tokens: int
+    experts_per_token: int
+    num_experts: int
+
+    def trainable(self, trainable: Trainable) -> int:
+        return sum(n for part, n in self.parts.items() if getattr(trainable, part))
+
+    @property
+    def llm_active(self) -> int:
+        """LM parameters used per token: all but the unrouted experts (top-k of E experts per token)."""
+        inactive = self.llm_experts * (self.num_experts - self.experts_per_token) // self.num_experts
+        return self.parts["llm"] - inactive
+
+    @property
+    def llm_active_matmul(self) -> int:
+        """Active LM params that do a matmul per token: the input embedding is a lookup, not a matmul."""
+        return self.llm_active - self.llm_embed_tokens
+
+
+def model_counts(profile: str | Profile = "paper") -> ModelCounts:
+    if isinstance(profile, str):
+        return _cached_counts(profile)
+    return _count(profile)
+
+
+@cache
+def _cached_counts(profile_name: str) -> ModelCounts:
+    return _count(load_profile(profile_name))
+
+
+def _count(profile: Profile) -> ModelCounts:
+    from medkit.model.summary import meta_model, part_of  # builds the model; import only when needed
+
+    model = meta_model(profile)
+    text_config = model.config.text_config
+    parts = {part: sum(p.numel() for m in modules for p in m.parameters())
+             for part, modules in model_parts(model).items()}
+    by_name = dict(model.named_parameters())
+    return ModelCounts(
+        total=sum(p.numel() for p in model.parameters()),
+        largest_layer=_largest_layer(model),
+        parts=parts,
+        llm_experts=sum(p.numel() for n, p in by_name.items() if part_of(n) == "lm.experts"),
+        llm_embed_tokens=sum(p.numel() for n, p in by_name.items() if part_of(n) == "lm.embed_tokens"),
+        experts_per_token=text_config.num_experts_per_tok,
+        num_experts=text_config.num_local_experts,
+    )
+
+
+def _largest_layer(model) -> int:
+    # DeepSpeed's model_to_params computes this too, but it deduplicates tensors by data_ptr(), which is
+    # 0 for every meta tensor, so its total would collapse to one tensor; only the largest layer is reused.
+    return max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+
+
+# ---- memory --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    offload_param: bool
+    offload_optimizer: bool
+    zero_init: bool
+    per_gpu_bytes: int
+    per_cpu_bytes: int  # per node
+
+    @property
+    def options(self) -> str:
+        return (f"offload_param={'cpu' if self.offload_param else 'none'}, "
+                f"offload_optimizer={'cpu' if self.offload_optimizer else 'none'}, "
+                f"zero_init={int(self.zero_init)}")
+
+
+# (offload_optimizer, offload_param) in the order DeepSpeed's estimate_*_all_cold prints them
+OFFLOAD_OPTIONS = ((True, True), (True, False), (False, False))
+
+
+def deepspeed_estimates(total_params: int, largest_layer_params: int, num_gpus_per_node: int,
+                        num_nodes: int) -> list[MemoryEstimate]:
+    """Every configuration DeepSpeed's ``estimate_zero3_model_states_mem_needs_all_cold`` prints."""
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+
+    rows = []
+    for offload_optimizer, offload_param in OFFLOAD_OPTIONS:
+        for zero_init in (True, False):
+            with contextlib.redirect_stdout(io.StringIO()):
+                cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
+                    total_params=total_params, largest_layer_params=largest_layer_params,
+                    num_gpus_per_node=num_gpus_per_node, num_nodes=num_nodes, cpu_offload=offload_optimizer,
+                    cpu_offload_params=offload_param, zero_init=zero_init)
+            rows.append(MemoryEstimate(offload_param, offload_optimizer, zero_init, gpu, cpu))
+    return rows
+
+
+def frozen_aware_estimates(total_params: int, trainable_params: int, largest_layer_params: int,
+                           num_gpus_per_node: int, num_nodes: int,
+                           additional_buffer_factor: float = 1.5) -> list[MemoryEstimate]:
+    """DeepSpeed's zero_init=True formulas with 2 bytes for every parameter and 16 more only for trainable
+    ones (see the module docstring); zero_init=False is left out: it only changes the CPU buffer."""
+    total_gpus = num_gpus_per_node * num_nodes
+    node_share = 1 / num_nodes
+    gathered_layer = 4 * largest_layer_params
+    weights = WEIGHT_BYTES * total_params
+    states = TRAINABLE_STATE_BYTES * trainable_params
+    rows = []
+    for offload_optimizer, offload_param in OFFLOAD_OPTIONS:
+        if offload_param:
+            gpu = gathered_layer
+            cpu = (weights + states) * node_share * additional_buffer_factor
+        elif offload_optimizer:
+            gpu = gathered_layer + int(weights / total_gpus)
+            cpu = states * node_share * additional_buffer_factor
+        else:
+            gpu = gathered_layer + int((weights + states) / total_gpus)
+            cpu = largest_layer_params * 4 * num_gpus_per_node * additional_buffer_factor
+        rows.append(MemoryEstimate(offload_param, offload_optimizer, True, int(gpu), int(cpu)))
+    return rows
+
+
+# ---- time ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReferenceTime:
+    """(a) The paper's measured time scaled by peak BF16 FLOPS: assumes the same MFU as the paper's run."""
+
+    reference_wall_hours: float
+    reference_gpu_hours: float
+    peak_ratio: float  # reference peak / target peak
+    gpu_hours: float
+    wall_hours: float
+
+
+@dataclass(frozen=True)
+class FlopsTime:
+    """(b) FLOPs / (peak x MFU) for a user-given token count."""
+
+    tokens: float
+    flops_per_token: float
+    multipliers: dict[str, int]  # part -> 6 (trained), 4 (frozen, backpropagated through), 2 (forward only)
+    total_flops: float
+    mfu: float
+    gpu_hours: float
+    wall_hours: float
+    implied_reference_mfu: float  # the MFU at which these FLOPs take the paper's measured time
+
+
+def flops_multipliers(trainable: Trainable) -> dict[str, int]:
+    """FLOPs per parameter per token: forward 2; backward 2 for activation gradients + 2 for weight
+    gradients. A frozen part needs activation gradients only when a trainable part lies before it."""
+    multipliers = {}
+    upstream_trains = False
+    for part in FORWARD_ORDER:
+        trains = getattr(trainable, part)
+        multipliers[part] = 6 if trains else (4 if upstream_trains else 2)
+        upstream_trains = upstream_trains or trains
+    return multipliers
+
+
+def flops_per_token(counts: ModelCounts, trainable: Trainable) -> float:
+    # Every token is counted through the vision tower and projector as if it were an image token: an
+    # overestimate that keeps the count to one token number (they are ~8% of the active parameters).
+    params = {"vision": counts.parts["vision"], "projector": counts.parts["projector"],
+              "llm": counts.llm_active_matmul}
+    return float(sum(m * params[part] for part, m in flops_multipliers(trainable).items()))
+
+
+def _reference_time(stage: str, hardware: Hardware, total_gpus: int, reference: ReferenceRun,
+                    reference_hardware: Hardware) -> ReferenceTime:
+    if stage not in reference.wall_clock:
+        raise ConfigError(f"no reference time for stage {stage!r}; known: {sorted(reference.wall_clock)}")
+    wall = reference.wall_clock[stage].as_hours
+    reference_gpu_hours = wall * reference.num_gpus
+    ratio = reference_hardware.bf16_dense_tflops / hardware.bf16_dense_tflops
+    gpu_hours = reference_gpu_hours * ratio
+    return ReferenceTime(wall, reference_gpu_hours, ratio, gpu_hours, gpu_hours / total_gpus)
+
+
+def _flops_time(counts: ModelCounts, trainable: Trainable, tokens: float, mfu: float, hardware: Hardware,
+                total_gpus: int, reference: ReferenceTime, reference_hardware: Hardware) -> FlopsTime:
+    per_token = flops_per_token(counts, trainable)
+    total = per_token * tokens
+    gpu_seconds = total / (hardware.bf16_dense_tflops * 1e12 * mfu)
+    reference_flops_capacity = reference.reference_gpu_hours * 3600 * reference_hardware.bf16_dense_tflops * 1e12
+    return FlopsTime(tokens, per_token, flops_multipliers(trainable), total, mfu, gpu_seconds / 3600,
+                     gpu_seconds / 3600 / total_gpus, total / reference_flops_capacity)
+
+
+# ---- the plan ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ComputePlan:
+    stage: str
+    trainable: Trainable
+    hardware: Hardware
+    num_gpus_per_node: int
+    num_nodes: int
+    counts: ModelCounts
+    trainable_params: int
+    deepspeed_memory: list[MemoryEstimate]  # DeepSpeed's estimator, all parameters trainable
+    frozen_aware_memory: list[MemoryEstimate]
+    reference_time: ReferenceTime
+    flops_time: FlopsTime | None
+    reference_label: str  # e.g. "8 x b200"
+    stage_examples: int | None  # Table 1 examples in the stage's mixture
+
+    @property
+    def total_gpus(self) -> int:
+        return self.num_gpus_per_node * self.num_nodes
+
+
+def compute_plan(stage: StageConfig, hardware: Hardware, *, num_gpus: int, num_nodes: int = 1,
+                 tokens: float | None = None, mfu: float = DEFAULT_MFU,
+                 profile: str | Profile = "paper", hardware_path: str | Path = HARDWARE_PATH) -> ComputePlan:
+    """Plan ``stage`` on ``num_gpus`` GPUs per node x ``num_nodes`` nodes of ``hardware``."""
+    _check_args(hardware, num_gpus, num_nodes, tokens, mfu)
+    counts = model_counts(profile)
+    total_gpus = num_gpus * num_nodes
+    trainable_params = counts.trainable(stage.trainable)
+    reference = load_reference(hardware_path)
+    reference_hardware = load_hardware(reference.hardware, hardware_path)
+    reference_time = _reference_time(stage.name, hardware, total_gpus, reference, reference_hardware)
+    flops_time = None
+    if tokens is not None:
+        flops_time = _flops_time(counts, stage.trainable, tokens, mfu, hardware, total_gpus, reference_time,
+                                 reference_hardware)
+    return ComputePlan(
+        stage=stage.name,
+        trainable=stage.trainable,
+        hardware=hardware,
+        num_gpus_per_node=num_gpus,
+        num_nodes=num_nodes,
+        counts=counts,
+        trainable_params=trainable_params,
+        deepspeed_memory=deepspeed_estimates(counts.total, counts.largest_layer, num_gpus, num_nodes),
+        frozen_aware_memory=frozen_aware_estimates(counts.total, trainable_params, counts.largest_layer,
+                                                   num_gpus, num_nodes),
+        reference_time=reference_time,
+        flops_time=flops_time,
+        reference_label=f"{reference.num_gpus} x {reference.hardware}",
+        stage_examples=_stage_examples(stage.mixture),
+    )
+
+
+def _check_args(hardware: Hardware, num_gpus: int, num_nodes: int, tokens: float | None, mfu: float) -> None:
+    if num_gpus <= 0 or num_nodes <= 0:
+        raise ValueError(f"num_gpus and num_nodes must be positive, got {num_gpus} and {num_nodes}")
+    if num_gpus > hardware.gpus_per_node:
+        raise ValueError(f"num_gpus is per node: {hardware.name} has {hardware.gpus_per_node} GPUs per node, "
+                         f"got {num_gpus}; use num_nodes for more")
+    if not 0 < mfu <= 1:
+        raise ValueError(f"mfu must be in (0, 1], got {mfu}")
+    if tokens is not None and tokens <= 0:
+        raise ValueError(f"tokens must be positive, got {tokens}")
+
+
+def _stage_examples(mixture: str) -> int | None:
+    from medkit.data.registry import stage_total
+
+    try:
+        return stage_total(mixture)
+    except ConfigError:
+        return None
+
+
+# ---- text ----------------------------------------------------------------------------------------------
+
+def format_plan(plan: ComputePlan) -> str:
+    hw = plan.hardware
+    c = plan.counts
+    flags = ", ".join(f"{part}={'train' if getattr(plan.trainable, part) else 'frozen'}" for part in FORWARD_ORDER)
+    lines = [
+        f"Compute plan: stage {plan.stage} on {plan.num_nodes} node(s) x {plan.num_gpus_per_node} {hw.name} "
+        f"= {plan.total_gpus} GPUs ({hw.description}; {hw.memory_gib:g} GiB, "
+        f"{hw.bf16_dense_tflops:g} dense BF16 TFLOPS each)",
+        f"  parts: {flags}",
+        f"  parameters: total {_b(c.total)}, trainable {_b(plan.trainable_params)}, largest layer "
+        f"{_b(c.largest_layer)}; LM active per token {_b(c.llm_active)} ({c.experts_per_token} of "
+        f"{c.num_experts} experts; {_b(c.llm_active_matmul)} without the input embedding)",
+        "",
+        "Memory per GPU, ZeRO-3 model states (GiB). " + ACTIVATIONS_NOTE,
+        f"  {'per GPU':>8} {'per CPU':>9}  {'fits':<5} options",
+        "  DeepSpeed estimate_zero3_model_states_mem_needs (assumes ALL parameters trainable):",
+    ]
+    lines += [_memory_row(row, hw) for row in plan.deepspeed_memory]
+    lines.append(f"  frozen-aware (bf16 weights for all {_b(c.total)}, grads + fp32 master + Adam m,v only "
+                 f"for the {_b(plan.trainable_params)} trainable; zero_init=1):")
+    lines += [_memory_row(row, hw) for row in plan.frozen_aware_memory]
+    lines.append("  per CPU is per node; 'fits' compares per-GPU model states with GPU memory only.")
+
+    ref = plan.reference_time
+    lines += [
+        "",
+        "Time",
+        f"  (a) reference scaling: paper {_hm(ref.reference_wall_hours)} on {plan.reference_label} = "
+        f"{ref.reference_gpu_hours:,.1f} GPU-h, x peak ratio {ref.peak_ratio:.3f}",
+        f"      -> {ref.gpu_hours:,.1f} GPU-h, {ref.wall_hours:,.2f} h wall ({_hm(ref.wall_hours)}) on "
+        f"{plan.total_gpus} GPUs",
+        "      assumes the same MFU as the paper's run and linear scaling with GPU count.",
+    ]
+    if plan.stage_examples:
+        lines.append(f"      Table 1 mixture: {plan.stage_examples:,} examples "
+                     f"({plan.stage_examples / (ref.reference_gpu_hours * 3600):.2f} examples/s per reference GPU).")
+    lines += _flops_lines(plan.flops_time)
+    return "\n".join(lines)
+
+
+def _flops_lines(ft: FlopsTime | None) -> list[str]:
+    if ft is None:
+        return ["  (b) FLOPs estimate: pass a token count (tokens=...) to get one."]
+    mult = ", ".join(f"{part} {m}N" for part, m in ft.multipliers.items())
+    return [
+        f"  (b) FLOPs estimate for {ft.tokens:.3g} tokens: {ft.flops_per_token:.3g} FLOPs/token ({mult}; "
+        f"6N trained, 4N frozen but backpropagated through, 2N forward only; active MoE params; "
+        f"no recompute for gradient checkpointing, no attention FLOPs) = {ft.total_flops:.3g} FLOPs",
+        f"      at MFU {ft.mfu:.1%} (an assumption; measured on an H100 slice: 23.3% with flex attention) "
+        f"-> {ft.gpu_hours:,.1f} GPU-h, {ft.wall_hours:,.2f} h wall",
+        f"      these FLOPs in the paper's measured time imply a reference MFU of {ft.implied_reference_mfu:.1%}.",
+    ]
+
+
+def _memory_row(row: MemoryEstimate, hardware: Hardware) -> str:
+    gpu = row.per_gpu_bytes / GIB
+    fits = "yes" if gpu <= hardware.memory_gib else "NO"
+    return f"  {gpu:8.2f} {row.per_cpu_bytes / GIB:9.2f}  {fits:<5} {row.options}"
+
+
+def _b(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def _hm(hours: float) -> str:
+    whole = int(hours)
+    minutes = round((hours - whole) * 60)
+    if minutes == 60:
+        whole, minutes = whole + 1, 0
+    return f"{whole} h {minutes:02d} m"
