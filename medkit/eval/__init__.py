@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, decoding, prediction store, scoring."""

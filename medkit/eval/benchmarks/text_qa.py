@@ -1,0 +1,215 @@
+"""Table 5: text-only multiple-choice medical QA benchmarks (strict exact-match accuracy).
+
+Native layouts (``data_root/<data_dir>/...``):
+
+| benchmark        | data_dir   | files                                                                         | count |
+|------------------|------------|-------------------------------------------------------------------------------|-------|
+| medqa            | medqa      | ``test.jsonl`` or ``test.parquet`` or ``data/test-*.parquet`` {question, options{A..D}, answer_idx} | 1,273 |
+| medmcqa          | medmcqa    | ``validation.jsonl`` / ``validation.parquet`` / ``data/validation-*.parquet`` (HF: ``cop`` 0-based) or the original ``dev.json`` (JSON lines, ``cop`` 1-based) {question, opa..opd, cop} | 4,183 |
+| pubmedqa         | pubmedqa   | ``ori_pqal.json`` {PMID: {QUESTION, CONTEXTS, LABELS, ...}} + ``test_ground_truth.json`` {PMID: yes/no/maybe} | 500 |
+| mmlu_med         | mmlu       | ``<subject>/test-*.parquet`` or ``<subject>/test.jsonl`` for the 7 subjects {question, choices[4], answer 0-based} | 1,395 |
+| medxpertqa_text  | medxpertqa | ``Text/test.jsonl`` {id, question, options{A..J}, label}                     | 2,450 |
+| medbullets       | medbullets | ``medbullets_op4.csv`` {question, opa..opd, answer_idx A-D, ...}             | 298   |
+
+PubMedQA: the 500 PMIDs of ``test_ground_truth.json`` in file order; options A. yes, B. no, C. maybe;
+context = each CONTEXTS paragraph prefixed by its LABELS entry (``BACKGROUND: ...``), one per line.
+Medbullets: the 4-option file (``op4``); the 5-option file adds ``ope``. Both public CSVs hold the same
+308 questions (op5 = op4 plus one extra distractor), so the paper's 298 cannot tell which file was used,
+and the 10 dropped questions are not named: a full release reports the count difference rather than
+guessing which ones to drop. op4 is the common default of public harnesses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from medkit.data.schema import Sample
+from medkit.eval.benchmarks import synthetic as syn
+from medkit.eval.benchmarks.base import (
+    Benchmark,
+    BenchmarkDataError,
+    Record,
+    check_letter,
+    first_existing,
+    get_list,
+    get_str,
+    iter_jsonl,
+    iter_records,
+    letter_from_index,
+    lettered,
+    read_json,
+    register,
+    require_file,
+)
+from medkit.eval.benchmarks.prompts import SYSTEM_TEXT_QA, mc_messages
+from medkit.eval.benchmarks.vqa import options_dict, strip_inline_choices
+
+TEXT_BENCHMARKS = ("medqa", "medmcqa", "pubmedqa", "mmlu_med", "medxpertqa_text", "medbullets")
+MMLU_SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine", "medical_genetics",
+                 "nutrition", "professional_medicine")
+PUBMEDQA_OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
+
+
+def text_sample(benchmark: str, item_id: str, question: str, options: dict[str, str], answer: str,
+                context: str | None = None, **meta: Any) -> Sample:
+    messages = mc_messages(question, options, system=SYSTEM_TEXT_QA, context=context)
+    return Sample(f"{benchmark}-{item_id}", messages, [], {"benchmark": benchmark, "answer": answer,
+                                                          "options": options, "source_id": item_id, **meta})
+
+
+def column_options(record: Record, where: str, columns: str) -> dict[str, str]:
+    texts = []
+    for column in columns:
+        key = f"op{column}"
+        value = record.get(key)
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool) or str(value).strip() == "":
+            raise BenchmarkDataError(f"{where}: option column {key!r} is missing or empty")
+        texts.append(str(value).strip())
+    return lettered(texts, where)
+
+
+def load_medqa(folder: Path) -> list[Sample]:
+    path = first_existing(folder, ("test.jsonl", "test.parquet", "data/test-*.parquet"))
+    samples = []
+    for i, (where, record) in enumerate(iter_records(path)):
+        options = options_dict(record.get("options"), where)
+        answer = check_letter(get_str(record, "answer_idx", where), options, where)
+        samples.append(text_sample("medqa", f"{i:05d}", get_str(record, "question", where), options, answer,
+                                   meta_info=record.get("meta_info")))
+    return samples
+
+
+def load_medmcqa(folder: Path) -> list[Sample]:
+    path = first_existing(folder, ("validation.jsonl", "validation.parquet", "data/validation-*.parquet", "dev.json"))
+    # The original release's dev.json is JSON lines with a 1-based cop; the HF copy's cop is 0-based.
+    records = iter_jsonl(path) if path.name == "dev.json" else iter_records(path)
+    offset = 1 if path.name == "dev.json" else 0
+    samples = []
+    for i, (where, record) in enumerate(records):
+        options = column_options(record, where, "abcd")
+        cop = record.get("cop")
+        index = cop - offset if isinstance(cop, int) and not isinstance(cop, bool) else cop
+        answer = letter_from_index(index, options, where, "cop")
+        item_id = str(record.get("id") or f"{i:05d}")
+        samples.append(text_sample("medmcqa", item_id, get_str(record, "question", where), options, answer,
+                                   subject=record.get("subject_name"), choice_type=record.get("choice_type")))
+    return samples
+
+
+def pubmedqa_context(record: Record, where: str) -> str:
+    contexts = get_list(record, "CONTEXTS", where)
+    labels = record.get("LABELS") or [""] * len(contexts)
+    if not isinstance(labels, list) or len(labels) != len(contexts):
+        raise BenchmarkDataError(f"{where}: LABELS must list one label per CONTEXTS paragraph")
+    if not contexts or not all(isinstance(c, str) and c.strip() for c in contexts):
+        raise BenchmarkDataError(f"{where}: CONTEXTS must be a non-empty list of paragraphs")
+    if not all(isinstance(label, str) for label in labels):
+        raise BenchmarkDataError(f"{where}: LABELS must be strings")
+    return "\n".join(f"{label.strip()}: {text.strip()}" if label.strip() else text.strip()
+                     for label, text in zip(labels, contexts))
+
+
+def load_pubmedqa(folder: Path) -> list[Sample]:
+    pqal_path, truth_path = folder / "ori_pqal.json", folder / "test_ground_truth.json"
+    pqal, truth = read_json(require_file(pqal_path)), read_json(require_file(truth_path))
+    if not isinstance(pqal, dict) or not isinstance(truth, dict):
+        raise BenchmarkDataError(f"{pqal_path} and {truth_path} must each hold a JSON object keyed by PMID")
+    letter_of = {text: letter for letter, text in PUBMEDQA_OPTIONS.items()}
+    samples = []
+    for pmid, decision in truth.items():
+        where = f"{pqal_path} key {pmid!r}"
+        if decision not in letter_of:
+            raise BenchmarkDataError(f"{truth_path} key {pmid!r}: decision must be yes/no/maybe, got {decision!r}")
+        record = pqal.get(pmid)
+        if not isinstance(record, dict):
+            raise BenchmarkDataError(f"{where}: test PMID missing from ori_pqal.json (or not an object)")
+        samples.append(text_sample("pubmedqa", pmid, get_str(record, "QUESTION", where), dict(PUBMEDQA_OPTIONS),
+                                   letter_of[decision], context=pubmedqa_context(record, where),
+                                   year=record.get("YEAR")))
+    return samples
+
+
+def load_mmlu_med(folder: Path) -> list[Sample]:
+    samples = []
+    for subject in MMLU_SUBJECTS:
+        path = first_existing(folder / subject, ("test-*.parquet", "test.parquet", "test.jsonl"))
+        for i, (where, record) in enumerate(iter_records(path)):
+            choices = get_list(record, "choices", where)
+            if not all(isinstance(c, (str, int, float)) for c in choices):
+                raise BenchmarkDataError(f"{where}: 'choices' must be a list of option texts")
+            options = lettered([str(c).strip() for c in choices], where)
+            answer = letter_from_index(record.get("answer"), options, where, "answer")
+            samples.append(text_sample("mmlu_med", f"{subject}-{i:04d}", get_str(record, "question", where),
+                                       options, answer, subject=subject))
+    return samples
+
+
+def load_medxpertqa_text(folder: Path) -> list[Sample]:
+    samples = []
+    for where, record in iter_records(folder / "Text" / "test.jsonl"):
+        options = options_dict(record.get("options"), where)
+        answer = check_letter(get_str(record, "label", where), options, where)
+        question = strip_inline_choices(get_str(record, "question", where))
+        samples.append(text_sample("medxpertqa_text", get_str(record, "id", where), question, options, answer,
+                                   **{k: record.get(k) for k in ("medical_task", "body_system", "question_type")}))
+    return samples
+
+
+def load_medbullets(folder: Path) -> list[Sample]:
+    path = folder / "medbullets_op4.csv"
+    samples = []
+    for i, (where, record) in enumerate(iter_records(path)):
+        options = column_options(record, where, "abcd")
+        answer = check_letter(get_str(record, "answer_idx", where), options, where)
+        samples.append(text_sample("medbullets", f"{i:04d}", get_str(record, "question", where), options, answer,
+                                   link=record.get("link")))
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------------
+# Synthetic counterparts
+
+
+def synthetic_text_pool(corpus_dir: Path) -> Iterator[Sample]:
+    yield from syn.corpus_items(corpus_dir, "text_mc", "eval")
+    yield from (s for s in syn.corpus_items(corpus_dir, "reasoning", "eval") if s.meta.get("source_task") == "text_mc")
+
+
+def synthetic_text_loader(benchmark: str) -> Callable[[Path], list[Sample]]:
+    def load(corpus_dir: Path) -> list[Sample]:
+        samples = []
+        for sample in syn.family_subset(list(synthetic_text_pool(corpus_dir)), benchmark, TEXT_BENCHMARKS):
+            options = dict(sample.meta["options"])
+            _, text = syn.image_captions_and_text(sample)
+            *case, question = syn.split_mc_text(text, options, sample.id).split("\n")
+            messages = mc_messages(question, options, system=SYSTEM_TEXT_QA, context="\n".join(case) or None)
+            meta = syn.base_meta(benchmark, sample, sample.meta["answer"], options=options,
+                                 question_type=sample.meta.get("question_type"))
+            samples.append(Sample(f"{benchmark}-{sample.id}", messages, [], meta))
+        return samples
+
+    return load
+
+
+def text_benchmark(name: str, title: str, source: str, split: str, count: int, data_dir: str,
+                   files: tuple[str, ...], native: Callable[[Path], list[Sample]], explanation: str = "") -> Benchmark:
+    return register(Benchmark(name=name, title=title, table="5", kind="mc", source=source, split=split,
+                              expected_count=count, data_dir=data_dir, native_files=files, native=native,
+                              synthetic=synthetic_text_loader(name), scorer="strict_mc", count_explanation=explanation))
+
+
+text_benchmark("medqa", "MedQA", "GBaker/MedQA-USMLE-4-options", "test", 1273, "medqa",
+               ("test.jsonl | test.parquet | data/test-*.parquet",), load_medqa)
+text_benchmark("medmcqa", "MedMCQA", "openlifescienceai/medmcqa", "validation", 4183, "medmcqa",
+               ("validation.jsonl | validation.parquet | data/validation-*.parquet | dev.json",), load_medmcqa)
+text_benchmark("pubmedqa", "PubMedQA", "PubMedQA PQA-L (ori_pqal.json + test_ground_truth.json)", "test", 500,
+               "pubmedqa", ("ori_pqal.json", "test_ground_truth.json"), load_pubmedqa)
+text_benchmark("mmlu_med", "MMLU-Med", "cais/mmlu (7 medical subjects)", "test", 1395, "mmlu",
+               tuple(f"{s}/test-*.parquet" for s in MMLU_SUBJECTS), load_mmlu_med)
+text_benchmark("medxpertqa_text", "MedXQA (text)", "TsinghuaC3I/MedXpertQA (Text)", "test", 2450, "medxpertqa",
+               ("Text/test.jsonl",), load_medxpertqa_text)
+text_benchmark("medbullets", "Medbullets", "Medbullets medbullets_op4.csv", "test", 298, "medbullets",
+               ("medbullets_op4.csv",), load_medbullets,
+               "the public op4 (and op5) CSV holds 308 questions and the paper does not say which 10 it "
+               "dropped; or a subset")

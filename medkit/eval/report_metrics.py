@@ -1,0 +1,810 @@
+"""Radiology report-generation metrics (MIMIC-CXR, paper Figure 2).
+
+The paper reports three clinically grounded metrics for report generation:
+RadGraph-F1 (at the ``partial`` reward level), RaTEScore and 1/RadCliQ-v1,
+where 1/RadCliQ-v1 is the reciprocal of the *dataset mean* RadCliQ-v1
+(paper footnote 2).  Lexical metrics (BLEU-2, BLEU-4, ROUGE-L) are computed
+everywhere because they need no model weights.
+
+Everything that needs no weights is implemented here in plain Python (numpy
+is not even needed).  Model-backed parts are thin, lazily imported wrappers
+around the reference packages:
+
+=================  ==========================  ==================================
+metric / feature   package (pin)               weights / model
+=================  ==========================  ==================================
+RadGraph graphs    ``radgraph==0.1.18``        ``RadGraph(model_type="radgraph-xl")``
+                                               (the package default when
+                                               ``model_type`` is None),
+                                               HF repo StanfordAIMI/RRG_scorers
+RaTEScore          ``RaTEScore==0.6.0``        NER ``Angelakeke/RaTE-NER-Deberta``,
+                                               encoder ``FremyCompany/BioLORD-2023-C``,
+                                               affinity matrix "long" (defaults)
+BERTScore (RadCliQ) ``bert-score==0.3.13``     ``distilroberta-base`` (layer 5),
+                                               ``rescale_with_baseline=True``,
+                                               ``idf=False``, lang "en"
+CheXbert s_emb     ``f1chexbert==0.0.2``       ``chexbert.pth`` (StanfordAIMI/RRG_scorers)
+=================  ==========================  ==================================
+
+When a backend package or its weights are absent the result is
+``MetricResult(name, value=None, status="not computed: needs ...")`` -- never a
+number.  Callers can instead pass precomputed RadGraph annotations
+(``radgraph_annotations``) and precomputed per-report RadCliQ component scores
+(``component_scores``), which makes every weight-free step testable.
+
+RadGraph reward levels
+----------------------
+Re-implemented from the definitions of ``radgraph.rewards`` (``radgraph``
+0.1.18, Stanford-AIMI/radgraph, the ``F1RadGraph`` reward of Delbrouck et al.).
+An annotation is the RadGraph dict ``{"entities": {id: {"tokens": str,
+"label": str, "relations": [[relation_type, target_id], ...]}}}``.  Each level
+turns every report into a *set* of keys (duplicates collapse) and scores the
+hypothesis set against the reference set with F1 (precision = matched / |hyp
+set|, recall = matched / |ref set|, each 0 if its set is empty, F1 = 0 if P+R
+is 0):
+
+* ``simple``   one key per entity: ``(tokens, label)``.
+* ``partial``  entity without relations: ``(tokens, label)``; entity with at
+  least one outgoing relation: ``(tokens, label, True)``.  I.e. an entity
+  matches only if text, label and "has an outgoing relation" all agree.
+* ``complete`` entity without relations: ``(tokens, label)``; entity with
+  relations: one key per relation ``(tokens.lower(), label, relation_type,
+  target_tokens.lower())`` (the target's *label* is not part of the key).
+
+Tokens are compared case-sensitively except in the relation keys of
+``complete`` (package behaviour, reproduced deliberately).
+
+Empty-report policy (package behaviour): a pair whose hypothesis *or*
+reference string has length 0 scores 0.0 at every level, and so does a pair
+where either annotation has no entities.  These zeros count in the dataset
+mean (mean over all N reports, like ``F1RadGraph``).
+
+RadCliQ-v1
+----------
+Per report (Yu et al. 2023; rajpurkarlab/CXR-Report-Metric)::
+
+    z_k = (x_k - mean_k) / scale_k          (StandardScaler)
+    RadCliQ-v1 = sum_k coef_k * z_k + intercept
+
+over the features, in this order, ``radgraph_combined`` (RadGraph entity F1
++ relation F1, halved, as CXR-Report-Metric's ``radgraph_evaluate_model``),
+``bertscore`` (BERTScore F1), ``semb_score`` (cosine similarity of CheXbert
+CLS embeddings) and ``bleu_score`` (sentence BLEU-2, see below).  Lower is
+better.  The paper's 1/RadCliQ-v1 is ``1 / mean_i(RadCliQ-v1_i)`` -- the
+reciprocal of the mean, not the mean of reciprocals.  See
+:data:`RADCLIQ_V1` for the numbers and their provenance.
+
+Lexical metrics
+---------------
+Implemented here (no nltk / rouge-score / fast-bleu dependency) because they
+are ~80 lines, must run in the core install, and the RadCliQ BLEU component
+needs the *exact* ``fast_bleu`` behaviour, which neither nltk's default
+(no smoothing) nor sacrebleu reproduce:
+
+* Tokenisation (CXR-Report-Metric ``prep_reports``): lower-case, replace
+  ``"."`` by ``" ."``, split on single spaces, drop empty strings.
+* Sentence BLEU-n (``fast_bleu.BLEU``, a port of nltk ``sentence_bleu`` with
+  ``SmoothingFunction().method1``): clipped n-gram precisions p_1..p_n, each
+  denominator ``max(1, #hyp n-grams)``; if p_1 has no match the score is 0;
+  otherwise a zero-match p_k becomes ``0.1 / denominator``; brevity penalty
+  ``1`` if hyp longer than the closest reference, ``0`` for an empty hyp,
+  else ``exp(1 - r/c)``; score ``BP * exp(sum_k w_k log p_k)`` with uniform
+  weights ``1/n``.  ``bleu2``/``bleu4`` report the mean of per-report scores
+  (CXR-Report-Metric convention); the corpus-level BLEU (nltk
+  ``corpus_bleu`` definition, no smoothing) is in ``metadata["corpus_bleu"]``.
+* ROUGE-L (``rouge_score`` ``RougeScorer(["rougeL"], use_stemmer=False)``
+  fmeasure): tokens = lower-case runs of ``[a-z0-9]``; LCS-based
+  P = LCS/|hyp|, R = LCS/|ref|, F = 2PR/(P+R) (0 if either side is empty);
+  dataset value = mean over reports.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+__all__ = [
+    "ALL_METRICS",
+    "DEFAULT_METRICS",
+    "MetricResult",
+    "RADCLIQ_V1",
+    "RadCliQCoefficients",
+    "bleu_tokenize",
+    "corpus_bleu",
+    "load_radcliq_coefficients",
+    "radcliq_v1_scores",
+    "radgraph_combined_f1",
+    "radgraph_reward",
+    "radgraph_rewards",
+    "reciprocal_of_mean",
+    "rouge_l",
+    "rouge_tokenize",
+    "score_reports",
+    "sentence_bleu",
+]
+
+DEFAULT_METRICS = ("bleu2", "bleu4", "rougeL", "radgraph_partial", "ratescore",
+                   "radcliq_v1_inv")
+ALL_METRICS = DEFAULT_METRICS + ("radgraph_simple", "radgraph_complete",
+                                 "radcliq_v1")
+
+# Backend identities recorded in result metadata.
+RADGRAPH_PACKAGE = "radgraph==0.1.18"
+RADGRAPH_MODEL_TYPE = "radgraph-xl"  # radgraph.RadGraph default for model_type=None
+RATESCORE_PACKAGE = "RaTEScore==0.6.0"
+RATESCORE_MODELS = {"bert_model": "Angelakeke/RaTE-NER-Deberta",
+                    "eval_model": "FremyCompany/BioLORD-2023-C",
+                    "affinity_matrix": "long"}
+BERTSCORE_PACKAGE = "bert-score==0.3.13"
+BERTSCORE_OPTIONS = {"model_type": "distilroberta-base", "lang": "en",
+                     "rescale_with_baseline": True, "idf": False}
+CHEXBERT_PACKAGE = "f1chexbert==0.0.2"
+WEIGHTS_REPO = "StanfordAIMI/RRG_scorers"
+
+NOT_COMPUTED = "not computed"
+OK = "ok"
+
+
+# --------------------------------------------------------------------------
+# Result type
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricResult:
+    """One dataset-level metric.
+
+    ``value`` is None whenever ``status`` is not ``"ok"``.  ``per_report``
+    holds the per-report quantity whose mean (or, for ``radcliq_v1_inv``,
+    reciprocal of the mean -- see ``metadata["aggregate"]``) gives ``value``;
+    resample it for bootstrap CIs.
+    """
+
+    name: str
+    value: float | None
+    status: str = OK
+    per_report: tuple[float, ...] | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def computed(self) -> bool:
+        return self.status == OK and self.value is not None
+
+
+def _not_computed(name: str, needs: str, **metadata: Any) -> MetricResult:
+    return MetricResult(name, None, f"{NOT_COMPUTED}: needs {needs}",
+                        None, dict(metadata))
+
+
+def _mean(values: Sequence[float]) -> float:
+    if not values:
+        raise ValueError("cannot average zero reports")
+    return math.fsum(values) / len(values)
+
+
+def reciprocal_of_mean(values: Sequence[float]) -> float:
+    """``1 / mean(values)`` (paper footnote 2); not ``mean(1 / v)``.
+
+    Raises ValueError if the mean is not strictly positive (the reciprocal of
+    a lower-is-better score is only order-reversing for positive values).
+    """
+    m = _mean(list(values))
+    if not m > 0:
+        raise ValueError(f"mean is {m!r}; its reciprocal is undefined or not "
+                         "order-reversing")
+    return 1.0 / m
+
+
+# --------------------------------------------------------------------------
+# RadGraph rewards from entity graphs
+# --------------------------------------------------------------------------
+def _entities(annotation: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    if not isinstance(annotation, Mapping):
+        raise ValueError(f"RadGraph annotation must be a mapping, got "
+                         f"{type(annotation).__name__}")
+    ents = annotation.get("entities", {})
+    if not isinstance(ents, Mapping):
+        raise ValueError("RadGraph annotation 'entities' must be a mapping")
+    return ents
+
+
+def _keys(annotation: Mapping[str, Any], level: str) -> set:
+    ents = _entities(annotation)
+    keys: set = set()
+    for ent in ents.values():
+        tokens, label, rels = ent["tokens"], ent["label"], ent.get("relations") or []
+        if not rels or level == "simple":
+            keys.add((tokens, label))
+        elif level == "partial":
+            keys.add((tokens, label, True))
+        else:  # complete: one key per outgoing relation, lower-cased text
+            for rel_type, target in rels:
+                keys.add((tokens.lower(), label, rel_type,
+                          ents[str(target)]["tokens"].lower()))
+    return keys
+
+
+def _set_f1(hyp: set, ref: set) -> float:
+    matched = len(hyp & ref)
+    p = matched / len(hyp) if hyp else 0.0
+    r = matched / len(ref) if ref else 0.0
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+_LEVELS = ("simple", "partial", "complete")
+
+
+def radgraph_reward(hypothesis: Mapping[str, Any], reference: Mapping[str, Any],
+                    level: str = "partial") -> float:
+    """RadGraph-F1 reward of one report pair at ``level`` (module docstring)."""
+    if level not in _LEVELS:
+        raise ValueError(f"unknown RadGraph reward level {level!r}; "
+                         f"expected one of {_LEVELS}")
+    if not _entities(hypothesis) or not _entities(reference):
+        return 0.0
+    return _set_f1(_keys(hypothesis, level), _keys(reference, level))
+
+
+def radgraph_rewards(hypothesis: Mapping[str, Any],
+                     reference: Mapping[str, Any]) -> dict[str, float]:
+    """All three reward levels for one pair."""
+    return {lvl: radgraph_reward(hypothesis, reference, lvl) for lvl in _LEVELS}
+
+
+def radgraph_combined_f1(hypothesis: Mapping[str, Any],
+                         reference: Mapping[str, Any]) -> float:
+    """RadCliQ's ``radgraph_combined`` feature for one pair.
+
+    (entity F1 + relation F1) / 2 as in CXR-Report-Metric
+    ``radgraph_evaluate_model``: entities are ``(tokens, label)`` keys,
+    relations ``((src tokens, src label), (tgt tokens, tgt label), type)``
+    keys, both as sets; an empty set on either side gives F1 0 (so two
+    relation-free reports get relation F1 0, as in the reference code).
+    """
+    def ent_set(a):
+        return {(e["tokens"], e["label"]) for e in _entities(a).values()}
+
+    def rel_set(a):
+        ents = _entities(a)
+        out = set()
+        for e in ents.values():
+            for rel_type, target in e.get("relations") or []:
+                t = ents[str(target)]
+                out.add(((e["tokens"], e["label"]), (t["tokens"], t["label"]),
+                         rel_type))
+        return out
+
+    return (_set_f1(ent_set(hypothesis), ent_set(reference))
+            + _set_f1(rel_set(hypothesis), rel_set(reference))) / 2
+
+
+# --------------------------------------------------------------------------
+# Lexical metrics
+# --------------------------------------------------------------------------
+def bleu_tokenize(text: str) -> list[str]:
+    """CXR-Report-Metric ``prep_reports`` tokenisation (see module docstring)."""
+    return [t for t in str(text).lower().replace(".", " .").split(" ") if t != ""]
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> Counter:
+    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+
+def _closest_ref_len(ref_lens: Sequence[int], hyp_len: int) -> int:
+    return min(ref_lens, key=lambda r: (abs(r - hyp_len), r))
+
+
+def _clipped_counts(hyp: Sequence[str], refs: Sequence[Sequence[str]], n: int):
+    counts = _ngrams(hyp, n)
+    max_ref: Counter = Counter()
+    for ref in refs:
+        for g, c in _ngrams(ref, n).items():
+            max_ref[g] = max(max_ref[g], c)
+    matched = sum(min(c, max_ref[g]) for g, c in counts.items())
+    return matched, sum(counts.values())
+
+
+def sentence_bleu(hypothesis: Sequence[str], references: Sequence[Sequence[str]],
+                  max_n: int = 2) -> float:
+    """``fast_bleu``/nltk-method1 sentence BLEU-``max_n`` on token lists."""
+    if max_n < 1:
+        raise ValueError("max_n must be >= 1")
+    if isinstance(hypothesis, str) or any(isinstance(r, str) for r in references):
+        raise ValueError("sentence_bleu takes token lists; use bleu_tokenize")
+    if not references:
+        raise ValueError("need at least one reference")
+    hyp_len = len(hypothesis)
+    c = hyp_len
+    r = _closest_ref_len([len(x) for x in references], hyp_len)
+    bp = 1.0 if c > r else (0.0 if c == 0 else math.exp(1 - r / c))
+    log_sum = 0.0
+    for n in range(1, max_n + 1):
+        matched, total = _clipped_counts(hypothesis, references, n)
+        denom = max(1, total)
+        if n == 1 and matched == 0:
+            return 0.0
+        p = matched / denom if matched else 0.1 / denom  # smoothing method1
+        log_sum += math.log(p) / max_n
+    return bp * math.exp(log_sum)
+
+
+def corpus_bleu(hypotheses: Sequence[Sequence[str]],
+                references: Sequence[Sequence[Sequence[str]]],
+                max_n: int = 4) -> float:
+    """nltk ``corpus_bleu`` definition (micro-averaged, no smoothing)."""
+    if len(hypotheses) != len(references):
+        raise ValueError("hypotheses and references differ in length")
+    num = [0] * max_n
+    den = [0] * max_n
+    c = r = 0
+    for hyp, refs in zip(hypotheses, references):
+        for n in range(1, max_n + 1):
+            m, t = _clipped_counts(hyp, refs, n)
+            num[n - 1] += m
+            den[n - 1] += max(1, t)
+        c += len(hyp)
+        r += _closest_ref_len([len(x) for x in refs], len(hyp))
+    if num[0] == 0 or any(x == 0 for x in num):
+        return 0.0
+    bp = 1.0 if c > r else (0.0 if c == 0 else math.exp(1 - r / c))
+    return bp * math.exp(math.fsum(math.log(a / b) for a, b in zip(num, den)) / max_n)
+
+
+_ROUGE_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+def rouge_tokenize(text: str) -> list[str]:
+    """``rouge_score`` default tokeniser without stemming."""
+    return [t for t in _ROUGE_NON_ALNUM.sub(" ", str(text).lower()).split() if t]
+
+
+def _lcs_len(a: Sequence[str], b: Sequence[str]) -> int:
+    if not a or not b:
+        return 0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, 1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(hypothesis: str, reference: str, beta: float = 1.0) -> float:
+    """ROUGE-L F-measure of one pair (``beta=1`` is ``rouge_score``'s F1;
+    pycocoevalcap uses ``beta=1.2``)."""
+    h, r = rouge_tokenize(hypothesis), rouge_tokenize(reference)
+    if not h or not r:
+        return 0.0
+    lcs = _lcs_len(h, r)
+    p, rec = lcs / len(h), lcs / len(r)
+    if p + rec == 0:
+        return 0.0
+    return (1 + beta ** 2) * p * rec / (rec + beta ** 2 * p)
+
+
+# --------------------------------------------------------------------------
+# RadCliQ-v1
+# --------------------------------------------------------------------------
+RADCLIQ_FEATURES = ("radgraph_combined", "bertscore", "semb_score", "bleu_score")
+
+
+@dataclass(frozen=True)
+class RadCliQCoefficients:
+    """StandardScaler statistics + linear model of a RadCliQ version."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    source: str = ""
+
+    def __post_init__(self):
+        k = len(self.features)
+        if not (len(self.mean) == len(self.scale) == len(self.coef) == k):
+            raise ValueError("RadCliQ coefficients: features, mean, scale and "
+                             "coef must have the same length")
+        if any(not s > 0 for s in self.scale):
+            raise ValueError("RadCliQ coefficients: scale must be positive")
+
+    def predict(self, row: Mapping[str, float]) -> float:
+        return math.fsum(c * (row[f] - m) / s for f, m, s, c in
+                         zip(self.features, self.mean, self.scale, self.coef)
+                         ) + self.intercept
+
+
+# RadCliQ-v1 as fitted by Yu et al. (2023) and shipped as the pickled
+# ``CompositeMetric(scaler, coefs)`` object ``CXRMetric/radcliq-v1.pkl`` in
+# rajpurkarlab/CXR-Report-Metric (binary; not readable here).  The numbers
+# below are the values transcribed from that pickle by RadEval
+# (jbdel/RadEval, ``RadCliQ`` ``CompositeMetric``: "learnt parameters,
+# inferred from .../CXR-Report-Metric/.../run_eval.py#L219"); the same values
+# appear in several downstream copies.  StandardScaler n_samples_seen_=160.
+# They were NOT verified against the pickle itself: pass your own file to
+# ``load_radcliq_coefficients`` to override.
+RADCLIQ_V1 = RadCliQCoefficients(
+    features=RADCLIQ_FEATURES,
+    mean=(0.53792312, 0.61757256, 0.76479421, 0.44738335),
+    scale=(0.30282584, 0.22430938, 0.25394391, 0.29892717),
+    coef=(-3.77083683e-01, -3.70300100e-01, -2.52616218e-01, 4.31504841e-12),
+    intercept=2.46655256e-10,
+    source=("rajpurkarlab/CXR-Report-Metric CXRMetric/radcliq-v1.pkl, values as "
+            "transcribed in jbdel/RadEval (RadCliQ CompositeMetric)"),
+)
+
+
+def load_radcliq_coefficients(path: str | os.PathLike) -> RadCliQCoefficients:
+    """Load coefficients from JSON ``{"features", "mean", "scale", "coef",
+    "intercept", "source"?}``."""
+    data = json.loads(Path(path).read_text())
+    try:
+        return RadCliQCoefficients(
+            features=tuple(data["features"]), mean=tuple(map(float, data["mean"])),
+            scale=tuple(map(float, data["scale"])),
+            coef=tuple(map(float, data["coef"])),
+            intercept=float(data["intercept"]),
+            source=str(data.get("source", str(path))))
+    except KeyError as exc:
+        raise ValueError(f"{path}: missing RadCliQ coefficient field {exc}") from None
+
+
+def radcliq_v1_scores(components: Mapping[str, Sequence[float]],
+                      coefficients: RadCliQCoefficients = RADCLIQ_V1) -> list[float]:
+    """Per-report RadCliQ from per-report component columns."""
+    missing = [f for f in coefficients.features if f not in components]
+    if missing:
+        raise ValueError(f"RadCliQ components missing: {missing}")
+    n = {len(components[f]) for f in coefficients.features}
+    if len(n) != 1:
+        raise ValueError("RadCliQ component columns differ in length")
+    (n,) = n
+    out = []
+    for i in range(n):
+        row = {}
+        for f in coefficients.features:
+            v = components[f][i]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"component {f!r} at index {i} is not a finite number: {v!r}")
+            row[f] = float(v)
+        out.append(coefficients.predict(row))
+    return out
+
+
+# --------------------------------------------------------------------------
+# Model backends (lazy; never produce a number without the real model)
+# --------------------------------------------------------------------------
+class BackendUnavailable(RuntimeError):
+    """A backend package or its weights could not be loaded."""
+
+
+def _import(module: str, needs: str):
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # ImportError, or a broken install of the backend
+        raise BackendUnavailable(f"{needs} (import {module!r} failed: "
+                                 f"{type(exc).__name__})") from exc
+
+
+def _load(factory: Callable[[], Any], needs: str):
+    try:
+        return factory()
+    except Exception as exc:  # offline / weights absent / incompatible install
+        msg = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise BackendUnavailable(f"{needs} (loading failed: "
+                                 f"{type(exc).__name__}: {msg})") from exc
+
+
+def _radgraph_annotate(texts: Sequence[str], model_type: str) -> list[dict]:
+    needs = (f"package {RADGRAPH_PACKAGE} and RadGraph weights "
+             f"model_type={model_type!r} ({WEIGHTS_REPO})")
+    mod = _import("radgraph", needs)
+    model = _load(lambda: mod.RadGraph(model_type=model_type), needs)
+    if not texts:
+        return []
+    out = model(list(texts))
+    return [out.get(str(i), {"entities": {}}) for i in range(len(texts))]
+
+
+def _ratescore(hyps: Sequence[str], refs: Sequence[str]) -> list[float]:
+    needs = (f"package {RATESCORE_PACKAGE} and weights "
+             f"{RATESCORE_MODELS['bert_model']} + {RATESCORE_MODELS['eval_model']}")
+    mod = _import("RaTEScore", needs)
+    try:
+        import torch
+        use_gpu = torch.cuda.is_available()
+    except Exception:
+        use_gpu = False
+    scorer = _load(lambda: mod.RaTEScore(use_gpu=use_gpu, **RATESCORE_MODELS), needs)
+    return [float(s) for s in scorer.compute_score(list(hyps), list(refs))]
+
+
+def _bertscore(hyps: Sequence[str], refs: Sequence[str]) -> list[float]:
+    needs = (f"package {BERTSCORE_PACKAGE} and weights "
+             f"{BERTSCORE_OPTIONS['model_type']}")
+    mod = _import("bert_score", needs)
+    scorer = _load(lambda: mod.BERTScorer(batch_size=64, **BERTSCORE_OPTIONS), needs)
+    # CXR-Report-Metric collapses runs of spaces before scoring.
+    clean = lambda xs: [re.sub(r" +", " ", x) for x in xs]  # noqa: E731
+    _, _, f1 = scorer.score(clean(hyps), clean(refs))
+    return [float(x) for x in f1]
+
+
+def _chexbert_semb(hyps: Sequence[str], refs: Sequence[str]) -> list[float]:
+    """Cosine similarity of CheXbert final-layer CLS embeddings (s_emb)."""
+    needs = (f"package {CHEXBERT_PACKAGE} and CheXbert weights chexbert.pth "
+             f"({WEIGHTS_REPO})")
+    mod = _import("f1chexbert", needs)
+    labeler = _load(lambda: mod.F1CheXbert(device="cpu"), needs)
+    import torch
+
+    def embed(text: str):
+        text = re.sub(r"\s+", " ", text.replace("\n", " ")).strip()
+        toks = labeler.tokenizer.tokenize(text)
+        ids = (labeler.tokenizer.encode_plus(toks)["input_ids"] if toks else
+               [labeler.tokenizer.cls_token_id, labeler.tokenizer.sep_token_id])
+        if len(ids) > 512:
+            ids = ids[:511] + [labeler.tokenizer.sep_token_id]
+        t = torch.tensor([ids], device=labeler.device)
+        with torch.no_grad():
+            hidden = labeler.model.bert(t, attention_mask=torch.ones_like(t))[0]
+        return hidden[0, 0, :]
+
+    out = []
+    for h, r in zip(hyps, refs):
+        a, b = embed(r), embed(h)
+        out.append(float((a * b).sum() / (a.norm() * b.norm())))
+    return out
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+def _validate(hypotheses: Sequence[str], references: Sequence[str]) -> None:
+    for nm, seq in (("hypotheses", hypotheses), ("references", references)):
+        if isinstance(seq, str) or not isinstance(seq, Sequence):
+            raise ValueError(f"{nm} must be a sequence of strings, got "
+                             f"{type(seq).__name__}")
+        for i, x in enumerate(seq):
+            if not isinstance(x, str):
+                raise ValueError(f"{nm}[{i}] is not a string: {type(x).__name__}")
+    if len(hypotheses) != len(references):
+        raise ValueError(f"length mismatch: {len(hypotheses)} hypotheses vs "
+                         f"{len(references)} references (first unpaired index "
+                         f"{min(len(hypotheses), len(references))})")
+    if not hypotheses:
+        raise ValueError("no reports to score")
+
+
+def _per_report_column(name: str, values: Any, n: int) -> list[float]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"component_scores[{name!r}] must be a sequence")
+    if len(values) != n:
+        raise ValueError(f"component_scores[{name!r}] has {len(values)} values "
+                         f"for {n} reports (first unpaired index {min(len(values), n)})")
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"component_scores[{name!r}][{i}] is not a finite "
+                             f"number: {v!r}")
+        out.append(float(v))
+    return out
+
+
+def _annotations(radgraph_annotations, n: int):
+    if radgraph_annotations is None:
+        return None
+    try:
+        hyp_a = radgraph_annotations["hypotheses"]
+        ref_a = radgraph_annotations["references"]
+    except (KeyError, TypeError):
+        raise ValueError("radgraph_annotations must be a mapping with keys "
+                         "'hypotheses' and 'references'") from None
+    for nm, seq in (("hypotheses", hyp_a), ("references", ref_a)):
+        if len(seq) != n:
+            raise ValueError(f"radgraph_annotations[{nm!r}] has {len(seq)} entries "
+                             f"for {n} reports (first unpaired index {min(len(seq), n)})")
+        for i, a in enumerate(seq):
+            if not isinstance(a, Mapping) or not isinstance(a.get("entities", {}), Mapping):
+                raise ValueError(f"radgraph_annotations[{nm!r}][{i}] is not a "
+                                 "RadGraph annotation mapping")
+    return list(hyp_a), list(ref_a)
+
+
+def score_reports(
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    *,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    radgraph_annotations: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    component_scores: Mapping[str, Sequence[float]] | None = None,
+    radcliq_coefficients: RadCliQCoefficients | str | os.PathLike | None = None,
+    radgraph_model_type: str = RADGRAPH_MODEL_TYPE,
+) -> dict[str, MetricResult]:
+    """Score generated reports against references.
+
+    Args:
+      hypotheses, references: paired report strings (same length, >= 1).
+      metrics: names from :data:`ALL_METRICS`.
+      radgraph_annotations: precomputed RadGraph graphs,
+        ``{"hypotheses": [ann, ...], "references": [ann, ...]}`` aligned with
+        the reports; when given, the RadGraph model is not used.
+      component_scores: precomputed per-report RadCliQ inputs; keys among
+        ``"bertscore"``, ``"semb_score"`` and (overriding medkit's own)
+        ``"radgraph_combined"``, ``"bleu_score"``.  Also ``"ratescore"``
+        (per-report RaTEScore from an external run).
+      radcliq_coefficients: override :data:`RADCLIQ_V1` (object or JSON path).
+      radgraph_model_type: RadGraph model when no annotations are given.
+
+    Returns:
+      ``{metric name: MetricResult}`` in the order requested.
+    """
+    _validate(hypotheses, references)
+    unknown = [m for m in metrics if m not in ALL_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; known: {ALL_METRICS}")
+    n = len(hypotheses)
+    comps = {k: _per_report_column(k, v, n) for k, v in (component_scores or {}).items()}
+    bad = sorted(set(comps) - {"bertscore", "semb_score", "radgraph_combined",
+                               "bleu_score", "ratescore"})
+    if bad:
+        raise ValueError(f"unknown component_scores keys {bad}")
+    annotations = _annotations(radgraph_annotations, n)
+    if radcliq_coefficients is None:
+        coefficients = RADCLIQ_V1
+    elif isinstance(radcliq_coefficients, RadCliQCoefficients):
+        coefficients = radcliq_coefficients
+    else:
+        coefficients = load_radcliq_coefficients(radcliq_coefficients)
+
+    results: dict[str, MetricResult] = {}
+    cache: dict[str, Any] = {}
+
+    hyp_tok = [bleu_tokenize(h) for h in hypotheses]
+    ref_tok = [bleu_tokenize(r) for r in references]
+
+    def bleu(k: int) -> MetricResult:
+        per = [sentence_bleu(h, [r], max_n=k) for h, r in zip(hyp_tok, ref_tok)]
+        return MetricResult(
+            f"bleu{k}", _mean(per), OK, tuple(per),
+            {"aggregate": "mean of per-report sentence BLEU",
+             "definition": "fast_bleu / nltk sentence_bleu smoothing method1, "
+                           "CXR-Report-Metric tokenisation",
+             "corpus_bleu": corpus_bleu(hyp_tok, [[r] for r in ref_tok], max_n=k)})
+
+    def graphs():
+        """(hyp annotations, ref annotations, source) or raises BackendUnavailable."""
+        if "graphs" not in cache:
+            if annotations is not None:
+                cache["graphs"] = (*annotations, "precomputed radgraph_annotations")
+            else:
+                idx = [i for i in range(n) if hypotheses[i] and references[i]]
+                try:
+                    got = _radgraph_annotate([hypotheses[i] for i in idx]
+                                             + [references[i] for i in idx],
+                                             radgraph_model_type)
+                except BackendUnavailable as exc:
+                    cache["graphs"] = exc
+                else:
+                    empty = {"entities": {}}
+                    h, r = [empty] * n, [empty] * n
+                    for j, i in enumerate(idx):
+                        h[i], r[i] = got[j], got[len(idx) + j]
+                    cache["graphs"] = (h, r, f"radgraph model_type={radgraph_model_type!r}")
+        if isinstance(cache["graphs"], BackendUnavailable):
+            raise cache["graphs"]
+        return cache["graphs"]
+
+    def radgraph_level(level: str) -> MetricResult:
+        name = f"radgraph_{level}"
+        try:
+            h, r, src = graphs()
+        except BackendUnavailable as exc:
+            return _not_computed(name, str(exc), reward_level=level,
+                                 model_type=radgraph_model_type)
+        per = [0.0 if (len(hypotheses[i]) == 0 or len(references[i]) == 0)
+               else radgraph_reward(h[i], r[i], level) for i in range(n)]
+        return MetricResult(name, _mean(per), OK, tuple(per),
+                            {"reward_level": level, "annotations": src,
+                             "model_type": (radgraph_model_type if annotations is None
+                                            else None),
+                             "empty_policy": "pair with empty hypothesis or "
+                                             "reference string, or no entities "
+                                             "on either side, scores 0 and counts "
+                                             "in the mean"})
+
+    def component(name: str, fn: Callable[[], list[float]]) -> list[float]:
+        if name in comps:
+            return comps[name]
+        if name not in cache:
+            try:
+                cache[name] = fn()
+            except BackendUnavailable as exc:
+                cache[name] = exc
+        if isinstance(cache[name], BackendUnavailable):
+            raise cache[name]
+        return cache[name]
+
+    def radcliq() -> tuple[list[float], dict] | str:
+        needs = []
+        cols: dict[str, list[float]] = {}
+        providers = {
+            "radgraph_combined": lambda: [
+                0.0 if (len(hypotheses[i]) == 0 or len(references[i]) == 0)
+                else radgraph_combined_f1(graphs()[0][i], graphs()[1][i])
+                for i in range(n)],
+            "bertscore": lambda: _bertscore(hypotheses, references),
+            "semb_score": lambda: _chexbert_semb(hypotheses, references),
+            "bleu_score": lambda: [sentence_bleu(h, [r], 2)
+                                   for h, r in zip(hyp_tok, ref_tok)],
+        }
+        for f in coefficients.features:
+            if f not in providers and f not in comps:
+                needs.append(f"component_scores[{f!r}]")
+                continue
+            try:
+                cols[f] = component(f, providers.get(f, lambda: []))
+            except BackendUnavailable as exc:
+                needs.append(f"{f}: {exc} or component_scores[{f!r}]")
+        if needs:
+            return "; ".join(needs)
+        meta = {"coefficients_source": coefficients.source,
+                "features": list(coefficients.features),
+                "component_sources": {f: ("component_scores" if f in comps else "computed")
+                                      for f in coefficients.features},
+                "bertscore_options": BERTSCORE_OPTIONS,
+                "radgraph": (graphs()[2] if "radgraph_combined" not in comps else None)}
+        return radcliq_v1_scores(cols, coefficients), meta
+
+    for m in metrics:
+        if m == "bleu2":
+            results[m] = bleu(2)
+        elif m == "bleu4":
+            results[m] = bleu(4)
+        elif m == "rougeL":
+            per = [rouge_l(h, r) for h, r in zip(hypotheses, references)]
+            results[m] = MetricResult(m, _mean(per), OK, tuple(per),
+                                      {"definition": "rouge_score rougeL fmeasure, "
+                                                     "no stemming",
+                                       "aggregate": "mean over reports"})
+        elif m.startswith("radgraph_"):
+            results[m] = radgraph_level(m.split("_", 1)[1])
+        elif m == "ratescore":
+            meta = {"package": RATESCORE_PACKAGE, **RATESCORE_MODELS}
+            try:
+                per = component("ratescore", lambda: _ratescore(hypotheses, references))
+            except BackendUnavailable as exc:
+                results[m] = _not_computed(m, str(exc) + " or component_scores['ratescore']",
+                                           **meta)
+            else:
+                meta["source"] = "component_scores" if "ratescore" in comps else "computed"
+                results[m] = MetricResult(m, _mean(per), OK, tuple(per), meta)
+        elif m in ("radcliq_v1", "radcliq_v1_inv"):
+            if "radcliq" not in cache:
+                cache["radcliq"] = radcliq()
+            got = cache["radcliq"]
+            if isinstance(got, str):
+                results[m] = _not_computed(m, f"RadCliQ-v1 components ({got})")
+                continue
+            per, meta = got
+            mean = _mean(per)
+            if m == "radcliq_v1":
+                results[m] = MetricResult(m, mean, OK, tuple(per),
+                                          {**meta, "aggregate": "mean of per-report "
+                                                                "RadCliQ-v1 (lower is better)"})
+            elif mean > 0:
+                results[m] = MetricResult(
+                    m, 1.0 / mean, OK, tuple(per),
+                    {**meta, "mean_radcliq_v1": mean,
+                     "aggregate": "1 / mean(per_report); per_report holds RadCliQ-v1, "
+                                  "not reciprocals (bootstrap: resample, then 1/mean)"})
+            else:
+                results[m] = MetricResult(
+                    m, None, f"{NOT_COMPUTED}: mean RadCliQ-v1 is {mean:.6g} <= 0, "
+                             "its reciprocal is not a valid higher-is-better score",
+                    tuple(per), {**meta, "mean_radcliq_v1": mean})
+    return results

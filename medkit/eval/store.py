@@ -1,0 +1,111 @@
+"""Append-only per-sample prediction store, keyed by everything that changes a model's output.
+
+One JSONL file per (benchmark, key): the key is the hash of the model (id + revision / weights
+fingerprint), the prompt template, the image preprocessing and the decode settings, written beside the
+file in full. Each line is one item: id, prompt hash, raw output, final-channel answer. Lines are
+appended and flushed batch by batch, so a killed run loses at most the batch in flight; on reopening, a
+torn last line is cut off and finished ids are skipped. Scoring reads the store and never regenerates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from medkit.eval.generation import Completion
+
+
+class StoreError(ValueError):
+    """A store that cannot be used as asked (mismatched key or prompt, existing run without --resume)."""
+
+
+def canonical_hash(value: Any, length: int = 16) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: str
+    prompt_hash: str
+    raw: str
+    final: str
+
+    def to_json(self) -> str:
+        return json.dumps({"id": self.id, "prompt_hash": self.prompt_hash, "raw": self.raw, "final": self.final},
+                          ensure_ascii=False, sort_keys=True)
+
+
+class PredictionStore:
+    """``<root>/<benchmark>/<key hash>.jsonl`` plus ``<key hash>.key.json``."""
+
+    def __init__(self, root: str | Path, benchmark: str, key: dict[str, Any]):
+        self.key = key
+        self.key_hash = canonical_hash(key)
+        self.folder = Path(root) / benchmark
+        self.path = self.folder / f"{self.key_hash}.jsonl"
+        self.key_path = self.folder / f"{self.key_hash}.key.json"
+
+    def open(self, *, resume: bool) -> dict[str, Prediction]:
+        """Prepare for writing; return the predictions already stored (empty for a fresh store).
+
+        An existing non-empty store is only continued with ``resume``, so two runs never mix by accident.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.key_path.is_file():
+            if json.loads(self.key_path.read_text()) != json.loads(json.dumps(self.key)):
+                raise StoreError(f"{self.key_path}: stored key differs from this run's key (hash collision?)")
+        else:
+            tmp = self.key_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.key, indent=2, sort_keys=True))
+            tmp.replace(self.key_path)
+        self._cut_torn_tail()
+        done = self.read()
+        if done and not resume:
+            raise StoreError(f"{self.path} already holds {len(done)} predictions for this model and settings; "
+                             "pass --resume to continue it (or delete the file to start over)")
+        return done
+
+    def read(self) -> dict[str, Prediction]:
+        predictions: dict[str, Prediction] = {}
+        if not self.path.is_file():
+            return predictions
+        with self.path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.endswith("\n"):
+                    break  # a line torn by a kill; open() cuts it off before appending
+                record = json.loads(line)
+                if record["id"] in predictions:
+                    raise StoreError(f"{self.path} line {number}: id {record['id']!r} stored twice")
+                predictions[record["id"]] = Prediction(**record)
+        return predictions
+
+    def append(self, predictions: Iterable[Prediction]) -> None:
+        lines = "".join(p.to_json() + "\n" for p in predictions)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _cut_torn_tail(self) -> None:
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.path.open("r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+
+
+def check_prompt(stored: Prediction, prompt_hash: str, where: str) -> None:
+    """The same id under the same key must have been generated from the same prompt."""
+    if stored.prompt_hash != prompt_hash:
+        raise StoreError(f"{where}: item {stored.id!r} was stored with prompt {stored.prompt_hash} but is now "
+                         f"{prompt_hash}; the benchmark data or prompt changed - use a fresh output folder")
+
+
+def prediction_from(completion: Completion, prompt_hash: str) -> Prediction:
+    return Prediction(completion.id, prompt_hash, completion.raw, completion.final)
