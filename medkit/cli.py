@@ -92,6 +92,66 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_adapter(model: str, profile_name: str):
+    """A medkit checkpoint folder, or the name of a baseline in medkit/configs/baselines.yaml."""
+    from medkit.eval.adapters import MedkitAdapter
+    from medkit.profiles import load_profile
+
+    if Path(model).is_dir():
+        return MedkitAdapter.load(model, load_profile(profile_name))
+    from medkit.eval.baselines import baseline_names, load_baseline
+
+    if model in baseline_names():
+        return load_baseline(model)
+    raise FileNotFoundError(f"--model {model!r}: not a checkpoint folder nor a baseline ({baseline_names()})")
+
+
+def benchmark_selection(names: list[str]) -> list[str]:
+    """Names, or ``all`` / ``table4`` / ``table5`` / ``table6`` / ``figure2``."""
+    from medkit.eval.benchmarks import benchmark_names, get_benchmark
+
+    selected = []
+    for name in names:
+        if name == "all":
+            selected += benchmark_names()
+        elif name.startswith("table") or name == "figure2":
+            selected += benchmark_names(table=name.removeprefix("table"))
+        else:
+            selected.append(get_benchmark(name).name)
+    return list(dict.fromkeys(selected))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from medkit.eval.generation import DecodeSettings
+    from medkit.eval.runner import EvalRequest, run_eval
+
+    names = benchmark_selection(args.benchmarks)  # checked before a model is loaded
+    corpus = None if args.data_root else Path(args.corpus)
+    if corpus is not None and not (corpus / "manifest.json").is_file():
+        from medkit.data.synthetic import generate_corpus
+
+        generate_corpus(corpus, seed=0)
+    request = EvalRequest(benchmarks=names, out_dir=Path(args.out),
+                          data_root=Path(args.data_root) if args.data_root else None, corpus_dir=corpus,
+                          limit=args.limit, resume=args.resume,
+                          settings=DecodeSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size))
+    adapter = eval_adapter(args.model, args.profile)
+    for result in run_eval(adapter, request, generate=not args.rescore):
+        print(format_result(result))
+    return 0
+
+
+def format_result(result: dict) -> str:
+    metrics = result["metrics"]
+    if "accuracy" in metrics:
+        text = (f"accuracy {metrics['accuracy']:.3f} [{metrics['ci_low']:.3f}, {metrics['ci_high']:.3f}] "
+                f"unparsed {metrics['unparsed_rate']:.3f} lenient {metrics['lenient_accuracy']:.3f}")
+    else:
+        text = ", ".join(f"{k} {v['value']:.3f}" if v.get("value") is not None else f"{k}: {v.get('status')}"
+                         for k, v in metrics.items() if isinstance(v, dict))
+    return f"{result['benchmark']} (n={result['n']}): {text}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medkit", description="MedGPT-OSS reproducibility kit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="ablation YAML (default: the profile's shipped config)")
     p.add_argument("--encoders", nargs="+", default=None, help="a subset of the config's encoders")
     p.set_defaults(func=cmd_ablation)
+
+    p = sub.add_parser("eval", help="run benchmarks (Tables 4-6, Figure 2) against a model")
+    p.add_argument("--model", required=True, help="a medkit checkpoint folder or a baseline name")
+    p.add_argument("--benchmarks", nargs="+", default=["all"], help="names, all, table4, table5, table6, figure2")
+    p.add_argument("--profile", default="tiny", help="chat and image settings for a medkit checkpoint")
+    p.add_argument("--data-root", default=None, help="folder of the native releases (omit: synthetic counterparts)")
+    p.add_argument("--corpus", default="runs/corpus", help="synthetic corpus for the counterparts")
+    p.add_argument("--out", default="runs/eval", help="predictions/ and results/ go here")
+    p.add_argument("--limit", type=int, default=None, help="first N items per benchmark")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--resume", action="store_true", help="continue the prediction store of a killed run")
+    p.add_argument("--rescore", action="store_true", help="score the stored predictions only (no model calls)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("reproduce", help="the main job on a profile (tiny: corpus -> train -> held-out loss)")
     p.add_argument("--profile", default="tiny")

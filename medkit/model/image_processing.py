@@ -19,6 +19,18 @@ class ImageLoadError(ValueError):
     """An image that is missing or cannot be decoded; the message names the file (and record)."""
 
 
+def image_size(path: str | Path, record: str | None = None) -> tuple[int, int]:
+    """(width, height) from the file header, with the same errors as :func:`load_image`."""
+    where = f"{path}" + (f" (record {record})" if record else "")
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except FileNotFoundError:
+        raise ImageLoadError(f"{where}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageLoadError(f"{where}: corrupt or unreadable image ({e})") from None
+
+
 def load_image(path: str | Path, record: str | None = None) -> Image.Image:
     """Open and fully decode an image as RGB, failing with a message naming the file and record."""
     where = f"{path}" + (f" (record {record})" if record else "")
@@ -96,6 +108,11 @@ class TileImageProcessor:
 
     def max_tiles_per_image(self) -> int:
         return self.max_tiles + (1 if self.use_thumbnail and self.max_tiles > 1 else 0)
+
+    def tile_count(self, width: int, height: int) -> int:
+        """Tiles an image of this size becomes (grid plus thumbnail), without touching its pixels."""
+        cols, rows = choose_grid(width, height, self.tile_size, self.min_tiles, self.max_tiles)
+        return cols * rows + (1 if self.use_thumbnail and cols * rows > 1 else 0)
 
     def normalise(self, tile: Image.Image) -> torch.Tensor:
         array = np.asarray(tile, dtype=np.float32) / 255.0

@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from medkit.chat import render_chat
 from medkit.data.schema import Sample, resolve_image_paths
 from medkit.model.configuration import MedGPTOssConfig
-from medkit.model.image_processing import TileImageProcessor, load_image
+from medkit.model.image_processing import TileImageProcessor, image_size, load_image
 from medkit.profiles import ChatSection, Profile
 
 IGNORE_INDEX = -100
@@ -63,6 +63,18 @@ class MedGPTOssProcessor:
             use_thumbnail=profile.tiling.use_thumbnail,
         )
         return cls(tokenizer, image_processor, config.tokens_per_tile, profile.chat)
+
+    def prompt_length(self, sample: Sample, root: str | Path) -> int:
+        """Token count of the generation prompt, from image sizes only (no pixels decoded): used to batch
+        prompts of similar length so left padding wastes little."""
+        messages = sample.messages[:-1] if sample.messages[-1]["role"] == "assistant" else sample.messages
+        counts = []
+        for path in resolve_image_paths(sample, root):
+            size = image_size(path, record=sample.id)  # the header only
+            counts.append(self.image_processor.tile_count(*size) * self.tokens_per_tile)
+        rendered = render_chat(messages, self.tokenizer, image_token_counts=counts, add_generation_prompt=True,
+                               date=self.chat.date, reasoning_effort=self.chat.reasoning_effort)
+        return len(rendered.input_ids)
 
     def encode(self, sample: Sample, root: str | Path, *, for_generation: bool = False) -> EncodedSample:
         """Encode a sample for training (full conversation) or for generation (prompt up to the last

@@ -1,0 +1,333 @@
+"""The paper's baselines (section 4.2) served through transformers with their own chat templates.
+
+Each baseline is one :class:`BaselineSpec` in ``medkit/configs/baselines.yaml`` (hub id, classes, dtype,
+system prompt, decoding, answer extraction, image settings; every fact there names its source). An
+:class:`HFChatAdapter` turns benchmark samples into the HF multimodal chat format, renders them with the
+processor's chat template, decodes greedily in left-padded batches with the KV cache and keeps only the
+new tokens. Weights are loaded lazily (on the first ``generate``); the processor and generation config are
+loaded on the first ``fingerprint`` too, because the chat template is part of the prediction-store key.
+
+System prompts: when a spec has a ``system_prompt`` it comes first and the sample's own system text (the
+benchmark's answer-format instruction, if any) follows it after a blank line, so neither is lost; when
+the spec has none, the sample's system message is passed through unchanged (and the model's template
+adds its default, if it has one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+
+from medkit.config import ConfigError, load_yaml
+from medkit.data.schema import Sample, content_parts, message_text, resolve_image_paths
+from medkit.eval.generation import Completion, DecodeSettings, trim_padding
+from medkit.model.image_processing import load_image
+
+BASELINES_YAML = Path(__file__).resolve().parent.parent / "configs" / "baselines.yaml"
+
+Extraction = Literal["plain", "strip_think", "think_answer"]
+SYSTEM_PROMPT_POLICY = "spec-first-then-sample"
+
+
+class BaselineUnavailable(OSError):
+    """A baseline whose processor or weights cannot be loaded (offline, gated, or not downloaded)."""
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Processor image-size settings a model card recommends; null = the processor's own default."""
+
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+    def processor_kwargs(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    name: str
+    hub_id: str
+    model_class: str  # a transformers class name, e.g. "AutoModelForImageTextToText"
+    processor_class: str = "AutoProcessor"
+    revision: str | None = None  # null = the hub's latest; pin a commit for reproducible numbers
+    trust_remote_code: bool = False
+    dtype: str = "bfloat16"
+    system_prompt: str | None = None
+    max_new_tokens: int | None = None  # null = the runner's DecodeSettings.max_new_tokens
+    generation_kwargs: dict[str, Any] = field(default_factory=dict)
+    answer_extraction: Extraction = "plain"
+    image: ImageSettings = field(default_factory=ImageSettings)
+
+
+@dataclass(frozen=True)
+class BaselineRegistry:
+    baselines: list[BaselineSpec]
+
+
+# ---------------------------------------------------------------------------------------------- specs
+
+def check_spec(spec: BaselineSpec, where: str) -> None:
+    """Rules the YAML types cannot express: greedy decoding and real transformers classes."""
+    import transformers
+
+    if spec.generation_kwargs.get("do_sample", False):
+        raise ConfigError(f"{where}: baselines decode greedily (one deterministic decode); do_sample must be false")
+    for key in ("max_new_tokens", "temperature", "top_p", "top_k"):
+        if key in spec.generation_kwargs:
+            raise ConfigError(f"{where}: generation_kwargs.{key} is not allowed (greedy decode; max_new_tokens is its own key)")
+    for attr in ("model_class", "processor_class"):
+        if not hasattr(transformers, getattr(spec, attr)):
+            raise ConfigError(f"{where}: {attr} {getattr(spec, attr)!r} is not a transformers class")
+    if spec.max_new_tokens is not None and spec.max_new_tokens <= 0:
+        raise ConfigError(f"{where}: max_new_tokens must be positive")
+
+
+def load_specs(path: str | Path = BASELINES_YAML) -> dict[str, BaselineSpec]:
+    registry = load_yaml(BaselineRegistry, path)
+    specs: dict[str, BaselineSpec] = {}
+    for spec in registry.baselines:
+        where = f"{path}: baseline {spec.name!r}"
+        if spec.name in specs:
+            raise ConfigError(f"{where}: defined twice")
+        check_spec(spec, where)
+        specs[spec.name] = spec
+    return specs
+
+
+def baseline_names(path: str | Path = BASELINES_YAML) -> list[str]:
+    return list(load_specs(path))
+
+
+def get_spec(name: str, path: str | Path = BASELINES_YAML) -> BaselineSpec:
+    specs = load_specs(path)
+    if name not in specs:
+        raise ConfigError(f"unknown baseline {name!r}; known: {sorted(specs)}")
+    return specs[name]
+
+
+# ------------------------------------------------------------------------------------ answer extraction
+
+THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def strip_think(text: str) -> str:
+    """The text outside reasoning blocks. An unclosed ``<think>`` (the budget ran out mid-thought) leaves
+    no answer; a lone ``</think>`` (the template opened the block in the prompt) keeps what follows it."""
+    text = THINK_BLOCK.sub("", text)
+    if "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
+    if "<think>" in text:
+        text = text.split("<think>", 1)[0]
+    return text.strip()
+
+
+def think_answer(text: str) -> str:
+    """Think block stripped, then the last ``<answer>...</answer>`` content if there is one."""
+    text = strip_think(text)
+    answers = ANSWER_BLOCK.findall(text)
+    return answers[-1].strip() if answers else text
+
+
+EXTRACTORS = {"plain": str.strip, "strip_think": strip_think, "think_answer": think_answer}
+
+
+def extract_answer(text: str, mode: Extraction) -> str:
+    return EXTRACTORS[mode](text)
+
+
+# ------------------------------------------------------------------------------------------- messages
+
+def merged_system_prompt(spec_prompt: str | None, sample_system: list[str]) -> str | None:
+    texts = [t for t in [spec_prompt, *sample_system] if t]
+    return "\n\n".join(texts) if texts else None
+
+
+def hf_parts(message: dict[str, Any], images: Any) -> list[dict[str, Any]]:
+    """One schema message's parts in the HF format; image parts take the next loaded image."""
+    parts = []
+    for part in content_parts(message):
+        if part.get("type") == "image":
+            parts.append({"type": "image", "image": next(images)})
+        else:
+            parts.append({"type": "text", "text": part["text"]})
+    return parts
+
+
+def without_answer_turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+
+
+def sha256_text(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_json(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+# -------------------------------------------------------------------------------------------- adapter
+
+class HFChatAdapter:
+    """A baseline model behind the eval runner's adapter interface (``name``, ``fingerprint``, ``generate``)."""
+
+    def __init__(self, spec: BaselineSpec, model: Any = None, processor: Any = None, local_path: str | Path | None = None):
+        self.spec = spec
+        self.name = spec.name
+        self.local_path = Path(local_path) if local_path is not None else None
+        self._model = model
+        self._processor = processor
+        self._generation_config = getattr(model, "generation_config", None) if model is not None else None
+
+    @classmethod
+    def from_spec(cls, spec: BaselineSpec, model: Any = None, processor: Any = None,
+                  local_path: str | Path | None = None) -> "HFChatAdapter":
+        return cls(spec, model=model, processor=processor, local_path=local_path)
+
+    # -- loading
+
+    @property
+    def source(self) -> str:
+        return str(self.local_path) if self.local_path is not None else self.spec.hub_id
+
+    def _pretrained_kwargs(self) -> dict[str, Any]:
+        # trust_remote_code comes from the spec alone: only adapters that need custom code get it
+        return {"revision": self.spec.revision, "trust_remote_code": self.spec.trust_remote_code}
+
+    def _unavailable(self, what: str, error: Exception) -> BaselineUnavailable:
+        cause = " ".join(str(error).split())  # one line, so logs and tables keep it whole
+        return BaselineUnavailable(
+            f"baseline {self.name!r}: {what} of {self.source} (revision {self.spec.revision or 'latest'}) "
+            f"is not available offline ({type(error).__name__}: {cause}); download it on a machine with hub "
+            f"access (accept the model licence first if it is gated) and point HF_HOME at that cache, or pass "
+            f"a local path (load_baseline(name, local_path=...))"
+        )
+
+    @property
+    def processor(self) -> Any:
+        if self._processor is None:
+            import transformers
+
+            processor_cls = getattr(transformers, self.spec.processor_class)
+            try:
+                self._processor = processor_cls.from_pretrained(self.source, **self._pretrained_kwargs())
+            except (OSError, ValueError) as e:
+                raise self._unavailable("the processor", e) from e
+        self._processor.tokenizer.padding_side = "left"
+        return self._processor
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            import transformers
+
+            model_cls = getattr(transformers, self.spec.model_class)
+            try:
+                self._model = model_cls.from_pretrained(
+                    self.source, dtype=getattr(torch, self.spec.dtype), use_safetensors=True, **self._pretrained_kwargs()
+                )
+            except (OSError, ValueError) as e:
+                raise self._unavailable("the weights", e) from e
+            self._model.eval()
+            self._generation_config = self._model.generation_config
+        return self._model
+
+    @property
+    def generation_config(self) -> Any:
+        """The model's shipped generation_config.json (it can carry e.g. a repetition penalty that greedy
+        decoding still applies), read without loading weights."""
+        if self._generation_config is None:
+            from transformers import GenerationConfig
+
+            try:
+                self._generation_config = GenerationConfig.from_pretrained(self.source, revision=self.spec.revision)
+            except OSError as e:
+                raise self._unavailable("the generation config", e) from e
+        return self._generation_config
+
+    # -- interface
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that changes outputs; loads processor and generation config (not weights)."""
+        spec = asdict(self.spec)
+        spec.pop("name")
+        template = getattr(self.processor, "chat_template", None) or getattr(self.processor.tokenizer, "chat_template", None)
+        return {
+            "adapter": "hf-chat",
+            "baseline": self.name,
+            **spec,
+            "system_prompt_policy": SYSTEM_PROMPT_POLICY,
+            "chat_template_sha256": sha256_text(template if isinstance(template, str) else json.dumps(template, sort_keys=True)),
+            "generation_config_sha256": sha256_json(self.generation_config.to_diff_dict()),
+        }
+
+    def build_messages(self, sample: Sample, root: Path) -> list[dict[str, Any]]:
+        """HF chat messages for a prompt sample: images loaded (PIL) in the sample's order, the spec's
+        system prompt merged with the sample's (see module docstring), any final answer turn dropped."""
+        images = iter([load_image(p, record=sample.id) for p in resolve_image_paths(sample, root)])
+        messages = without_answer_turn(sample.messages)
+        system = merged_system_prompt(self.spec.system_prompt, [message_text(m) for m in messages if m["role"] == "system"])
+        out = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+        for message in messages:
+            if message["role"] != "system":
+                out.append({"role": message["role"], "content": hf_parts(message, images)})
+        return out
+
+    def max_new_tokens(self, settings: DecodeSettings) -> int:
+        return self.spec.max_new_tokens or settings.max_new_tokens
+
+    def generate(self, items: Sequence[tuple[Sample, Path]], settings: DecodeSettings = DecodeSettings()) -> list[Completion]:
+        if settings.do_sample:
+            raise ValueError(f"baseline {self.name!r}: only greedy decoding is supported (do_sample=False)")
+        completions: list[Completion] = []
+        for start in range(0, len(items), settings.batch_size):
+            completions.extend(self.generate_batch(items[start : start + settings.batch_size], settings))
+        return completions
+
+    def encode(self, items: Sequence[tuple[Sample, Path]]) -> Any:
+        """The left-padded batch the processor's chat template makes for these prompts."""
+        conversations = [self.build_messages(sample, root) for sample, root in items]
+        return self.processor.apply_chat_template(
+            conversations,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"padding": True, **self.spec.image.processor_kwargs()},
+        )
+
+    @torch.no_grad()
+    def generate_batch(self, items: Sequence[tuple[Sample, Path]], settings: DecodeSettings) -> list[Completion]:
+        model, tokenizer = self.model, self.processor.tokenizer
+        batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in self.encode(items).items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        out = model.generate(
+            **batch,
+            do_sample=False,
+            use_cache=True,
+            max_new_tokens=self.max_new_tokens(settings),
+            pad_token_id=pad_id,
+            **self.spec.generation_kwargs,
+        )
+        prompt_length = batch["input_ids"].shape[1]
+        completions = []
+        for (sample, _), row in zip(items, out):
+            ids = trim_padding(row[prompt_length:], pad_id)
+            raw = tokenizer.decode(ids, skip_special_tokens=False)
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            completions.append(Completion(sample.id, raw, extract_answer(text, self.spec.answer_extraction)))
+        return completions
+
+
+def load_baseline(name: str, local_path: str | Path | None = None, path: str | Path = BASELINES_YAML) -> HFChatAdapter:
+    """The adapter for a baseline by name; nothing is loaded until it is used."""
+    return HFChatAdapter.from_spec(get_spec(name, path), local_path=local_path)
