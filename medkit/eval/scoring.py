@@ -1,0 +1,404 @@
+"""Multiple-choice scoring (strict and lenient) and bootstrap confidence intervals.
+
+The paper scores multiple choice *strictly*: an output counts only if it commits to exactly one valid
+option letter; anything else is "unparsed" and counted wrong. Harnesses such as MedEvalKit map an
+unparseable output to the nearest option instead ("lenient"); we report both, plus the unparsed rate,
+so the gap between the two protocols is visible rather than hidden inside one number.
+
+Strict extraction rules, in order (``extract_choice``):
+
+1. Fast path: the whole output is a bare letter form (``B``, ``b``, ``B.``, ``(B)``, ``[B]``, ``**B**``,
+   ``Answer: B``, ``The answer is (B).``). One precompiled ``fullmatch``; most outputs end here.
+2. Clean markdown emphasis and LaTeX (``$\\boxed{\\text{B}}$`` becomes ``Answer: B``), retry the fast path.
+3. The output (after an optional "the answer is" preamble) is exactly one option's text, compared after
+   normalising case, whitespace and punctuation.
+4. Hedges between two different letters ("A or B", "A and C", "A/B") are unparsed.
+5. Explicit answer statements ("answer is B", "Answer: B", "correct option is (B)") decide; if they
+   name different letters the output is unparsed.
+6. A leading letter ("B) ...", "C. Gout", "B because ...") decides, even if the explanation after it
+   mentions other options.
+7. Otherwise every letter mention (bracketed, "option X", or a standalone capital) is collected, with
+   option texts masked out first (so "vitamin D deficiency" is not a mention of D); exactly one
+   distinct letter decides.
+
+The English words "A"/"a" and "I" are letters only when they stand alone or are marked (bracketed,
+followed by punctuation, after "answer is"): "a pneumothorax is present" and "I cannot answer" are
+unparsed. A committed letter whose following text names a *different* option ("C. Pulmonary embolism"
+where C is Gout and A is pulmonary embolism) is a contradiction and unparsed; text that names no option
+is read as an explanation and the letter stands. A letter outside the given options is unparsed.
+Harmony channel leftovers are the caller's job: pass the final channel only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal, Mapping, Sequence
+
+import numpy as np
+
+VALID_LETTERS = "ABCDEFGHIJ"
+# Words after a leading "A"/"I" that make it an answer letter rather than the article/pronoun.
+EXPLANATION_WORDS = frozenset({"because", "since", "as", "is", "was", "would", "seems"})
+
+_LETTER = r"[A-Ja-j]"
+_ANSWER_PREAMBLE = r"(?:the\s+)?(?:correct\s+|final\s+|best\s+)?answer(?:\s+is)?\s*[:\-]?\s*"
+_FAST = re.compile(
+    rf"\s*(?:{_ANSWER_PREAMBLE})?[*_]{{0,2}}\s*[(\[]?\s*({_LETTER})\s*[)\]]?\s*[*_]{{0,2}}\s*[.:]?\s*",
+    re.IGNORECASE,
+)
+# Longer outputs cannot be a bare letter form ("The correct answer is: **(B)**." is 32); skipping the
+# fullmatch attempt on them saves its backtracking over long explanations.
+_FAST_MAX_CHARS = 48
+_PREAMBLE = re.compile(rf"^\s*{_ANSWER_PREAMBLE}", re.IGNORECASE)
+_LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textit)\s*\{([^{}]*)\}")
+_BOXED = re.compile(r"\\boxed\s*\{([^{}]*)\}")
+_MARKDOWN = re.compile(r"[*`#]+|__")
+_NON_WORD = re.compile(r"[\W_]+")
+# A letter in a marked position: bracketed, a capital not glued to a word, or lowercase before punctuation.
+_MARKED_LETTER = r"(?:[(\[]\s*([A-Ja-j])\s*[)\]]|([A-J])(?![\w'’\-])|([a-j])(?=\s*(?:[.,;:)!?]|$)))"
+_HEDGE = re.compile(
+    r"(?<![\w'’\-])[(\[]?([A-J])[)\]]?\s*(?:,|/|&|\bor\b|\band\b|\bversus\b|\bvs\.?)\s*[(\[]?([A-J])[)\]]?(?![\w'’\-])"
+)
+_ANSWER_MARKER = re.compile(
+    rf"(?i:\b(?:answer|option|choice)\s*(?:is\s*:?|:|-|=)\s*(?:(?:option|choice)\s+)?){_MARKED_LETTER}(?=(.*))"
+)
+# The separator must not run into a word: "e.g.", "B-cell" and "C-reactive" do not open with a letter.
+_LEADING_MARKED = re.compile(r"^\s*[(\[]?\s*([A-Ja-j])\s*[)\].:,\-–—](?!\w)\s*(.*)", re.DOTALL)
+_LEADING_BARE = re.compile(r"^\s*([A-J])(?:\s+(.*))?$", re.DOTALL)
+_MENTION = re.compile(
+    r"[(\[]\s*([A-Ja-j])\s*[)\]]"
+    r"|(?i:\b(?:option|choice)\s+)([A-Ja-j])(?![\w'’\-])"
+    r"|(?<![\w'’\-])([A-J])(?![\w'’\-])(\s+\w+)?"
+)
+_WORD_AFTER = re.compile(r"\s+([A-Za-z0-9]\w*)")
+
+
+@dataclass(frozen=True)
+class MCScore:
+    """One multiple-choice item scored both ways; ``status`` follows the strict protocol."""
+
+    parsed: str | None
+    correct: bool
+    lenient: str | None
+    lenient_correct: bool
+    status: Literal["correct", "wrong", "unparsed"]
+
+
+@dataclass(frozen=True)
+class _Options:
+    """Options validated and normalised once per distinct option set (items share them across models)."""
+
+    letters: frozenset[str]
+    normalised: tuple[tuple[str, str], ...]  # (letter, normalised text), in option order
+    by_letter: dict[str, str]
+    texts_longest_first: tuple[str, ...]
+    longest: int  # characters of the longest option text, to skip hopeless whole-output comparisons
+
+
+def normalise(text: str) -> str:
+    """Case, whitespace and punctuation folded away, so "Gout." and " gout" compare equal."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(_NON_WORD.sub(" ", text).split())
+
+
+def _check_options(options: Mapping[str, str]) -> None:
+    if not options:
+        raise ValueError(f"options must not be empty, got {options!r}")
+
+
+@lru_cache(maxsize=4096)
+def _prepare(items: tuple[tuple[str, str], ...]) -> _Options:
+    bad = [letter for letter, _ in items if not (isinstance(letter, str) and len(letter) == 1 and letter in VALID_LETTERS)]
+    if bad:
+        raise ValueError(f"option keys must be single letters A-J, got {bad!r}")
+    normalised = tuple((letter, normalise(str(text))) for letter, text in items)
+    texts = sorted({str(text).strip() for _, text in items if str(text).strip()}, key=len, reverse=True)
+    return _Options(frozenset(letter for letter, _ in items), normalised, dict(normalised), tuple(texts),
+                    len(texts[0]) if texts else 0)
+
+
+def prepared_options(options: Mapping[str, str]) -> _Options:
+    _check_options(options)
+    return _prepare(tuple(options.items()))
+
+
+def extract_choice(output: str, options: Mapping[str, str]) -> str | None:
+    """The single option letter ``output`` commits to, or None (unparsed). Rules: module docstring."""
+    _check_options(options)
+    match = _FAST.fullmatch(output) if len(output) <= _FAST_MAX_CHARS else None
+    if match:
+        letter = match.group(1).upper()
+        return letter if letter in options else None
+    return _extract_slow(output, prepared_options(options))
+
+
+def _extract_slow(output: str, opts: _Options) -> str | None:
+    text = clean_markup(output)
+    if not text:
+        return None
+    match = _FAST.fullmatch(text) if len(text) <= _FAST_MAX_CHARS else None
+    if match:
+        return _valid(match.group(1).upper(), opts)
+    by_text = option_named_by(_PREAMBLE.sub("", text, count=1), opts)
+    if by_text is not None:
+        return by_text
+    masked = mask_option_texts(text, opts)
+    if is_hedge(masked):
+        return None
+    for finder in (answer_statement_letter, leading_letter):
+        found, letter = finder(text, opts)
+        if found:
+            return letter
+    return single_mentioned_letter(masked, opts)
+
+
+def clean_markup(output: str) -> str:
+    """Markdown emphasis and LaTeX removed; ``\\boxed{X}`` becomes an explicit answer statement."""
+    text = output.replace("$", "")
+    if "\\" in text:
+        for _ in range(3):  # nested wrappers such as \boxed{\text{\textbf{B}}}
+            unwrapped = _LATEX_WRAPPER.sub(r"\1", text)
+            if unwrapped == text:
+                break
+            text = unwrapped
+        text = _BOXED.sub(r" Answer: \1 ", text)
+    if any(mark in text for mark in "*`#_"):
+        text = _MARKDOWN.sub("", text)
+    return text.strip()
+
+
+def _valid(letter: str, opts: _Options) -> str | None:
+    return letter if letter in opts.letters else None
+
+
+def option_named_by(text: str, opts: _Options) -> str | None:
+    """The letter whose option text equals ``text`` (normalised); None when none or several do."""
+    if len(text) > 2 * opts.longest + 8:  # normalising only removes punctuation and spacing
+        return None
+    target = normalise(text)
+    if not target:
+        return None
+    hits = [letter for letter, option in opts.normalised if option == target]
+    return hits[0] if len(hits) == 1 else None
+
+
+def is_hedge(text: str) -> bool:
+    return any(a != b for a, b in _HEDGE.findall(text))
+
+
+def answer_statement_letter(text: str, opts: _Options) -> tuple[bool, str | None]:
+    """(found, letter) from explicit answer statements; several different letters are unparsed."""
+    found = [(next(g for g in m.groups()[:3] if g).upper(), m.group(4)) for m in _ANSWER_MARKER.finditer(text)]
+    if not found:
+        return False, None
+    letters = {letter for letter, _ in found}
+    if len(letters) > 1:
+        return True, None
+    letter, after = found[0]
+    return True, _consistent(letter, after, opts)
+
+
+def leading_letter(text: str, opts: _Options) -> tuple[bool, str | None]:
+    """(found, letter) when the output opens with a letter, e.g. "B) ...", "C. Gout", "B because ..."."""
+    match = _LEADING_MARKED.match(text)
+    if match:
+        return True, _consistent(match.group(1).upper(), match.group(2), opts)
+    match = _LEADING_BARE.match(text)
+    if match and not _is_english_word(match.group(1), match.group(2) or ""):
+        return True, _consistent(match.group(1), "", opts)
+    return False, None
+
+
+def _is_english_word(letter: str, rest: str) -> bool:
+    """A capital "A"/"I" followed by a word is the article/pronoun ("A pneumothorax", "I cannot")."""
+    if letter not in "AI" or not rest:
+        return False
+    word = _WORD_AFTER.match(" " + rest)
+    return bool(word) and word.group(1).lower() not in EXPLANATION_WORDS
+
+
+def _consistent(letter: str, after: str, opts: _Options) -> str | None:
+    """``letter`` unless the text right after it names a different option (a contradiction)."""
+    if letter not in opts.letters:
+        return None
+    segment = normalise(after.split("\n", 1)[0])
+    if not segment:
+        return letter
+    own = opts.by_letter[letter]
+    if own and _starts_with_words(segment, own):
+        return letter
+    contradicts = any(other != letter and text and _starts_with_words(segment, text)
+                      for other, text in opts.normalised)
+    return None if contradicts else letter
+
+
+def _starts_with_words(segment: str, prefix: str) -> bool:
+    return segment == prefix or segment.startswith(prefix + " ")
+
+
+def mask_option_texts(text: str, opts: _Options) -> str:
+    """Option texts blanked out, so letters inside them ("Hepatitis B") are not read as answers."""
+    lowered = text.casefold()
+    for option in opts.texts_longest_first:
+        needle = option.casefold()
+        start = lowered.find(needle)
+        while start != -1:
+            end = start + len(needle)
+            text = text[:start] + " " * len(needle) + text[end:]
+            lowered = lowered[:start] + " " * len(needle) + lowered[end:]
+            start = lowered.find(needle, end)
+    return text
+
+
+def single_mentioned_letter(text: str, opts: _Options) -> str | None:
+    letters = set()
+    for match in _MENTION.finditer(text):
+        bracketed, after_option, bare, next_word = match.groups()
+        if bare and _is_english_word(bare, next_word or ""):
+            continue
+        letters.add((bracketed or after_option or bare).upper())
+    return _valid(letters.pop(), opts) if len(letters) == 1 else None
+
+
+def lenient_choice(output: str, options: Mapping[str, str]) -> str | None:
+    """For comparison with MedEvalKit-style harnesses only, never the paper's metric: the strict letter,
+    else the option most similar to the output (share of the option's words present, then difflib
+    ratio; ties go to the earlier option). None only for an empty output."""
+    strict = extract_choice(output, options)
+    if strict is not None:
+        return strict
+    target = normalise(clean_markup(output))
+    if not target:
+        return None
+    words = set(target.split())
+    opts = prepared_options(options)
+
+    def similarity(item: tuple[int, tuple[str, str]]) -> tuple[float, float, int]:
+        index, (_, text) = item
+        option_words = text.split()
+        recall = sum(w in words for w in option_words) / len(option_words) if option_words else 0.0
+        return recall, difflib.SequenceMatcher(None, target, text).ratio(), -index
+
+    _, (letter, _) = max(enumerate(opts.normalised), key=similarity)
+    return letter
+
+
+def score_mc(output: str, options: Mapping[str, str], answer: str) -> MCScore:
+    """Strict and lenient scoring of one item against its gold letter."""
+    _check_options(options)
+    if answer not in options:
+        raise ValueError(f"answer {answer!r} is not one of the options {list(options)}")
+    parsed = extract_choice(output, options)
+    lenient = lenient_choice(output, options)
+    status: Literal["correct", "wrong", "unparsed"]
+    status = "unparsed" if parsed is None else ("correct" if parsed == answer else "wrong")
+    return MCScore(parsed, parsed == answer, lenient, lenient == answer, status)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bootstrap
+
+_MAX_RESAMPLE_CELLS = 1 << 22  # index-matrix cells per chunk: bounds memory for large benchmarks
+
+
+def _check_bootstrap_args(n_boot: int, alpha: float) -> None:
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+
+
+def _as_matrix(columns: Sequence[Sequence[float]]) -> np.ndarray:
+    matrix = np.asarray(columns, dtype=float)
+    if matrix.ndim != 2 or matrix.shape[1] == 0:
+        raise ValueError(f"need at least one value per metric, got shape {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise ValueError("values must be finite (found NaN or inf)")
+    return matrix
+
+
+def resampled_means(matrix: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(metrics, n_boot) means over items resampled with replacement; every metric row uses the same
+    resampled items, so paired quantities (accuracy vs lenient accuracy) stay paired."""
+    rng = np.random.default_rng(seed)
+    n = matrix.shape[1]
+    chunk = max(1, _MAX_RESAMPLE_CELLS // n)
+    means = np.empty((matrix.shape[0], n_boot))
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        index = rng.integers(0, n, size=(stop - start, n))
+        means[:, start:stop] = matrix[:, index].mean(axis=2)
+    return means
+
+
+def _percentile_ci(means: np.ndarray, alpha: float) -> tuple[float, float]:
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def bootstrap_ci(values: Sequence[float], *, n_boot: int = 1000, seed: int = 0,
+                 alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) interval of the mean of any per-item metric; deterministic in seed."""
+    _check_bootstrap_args(n_boot, alpha)
+    means = resampled_means(_as_matrix([list(values)]), n_boot, seed)
+    return _percentile_ci(means[0], alpha)
+
+
+def accuracy_summary(correct: Sequence[bool], unparsed: Sequence[bool], lenient_correct: Sequence[bool], *,
+                     n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, float | int]:
+    """Strict accuracy with its CI, unparsed rate, and lenient accuracy with its CI, side by side."""
+    _check_bootstrap_args(n_boot, alpha)
+    lengths = {len(correct), len(unparsed), len(lenient_correct)}
+    if len(lengths) != 1:
+        raise ValueError(f"correct, unparsed and lenient_correct differ in length: "
+                         f"{len(correct)}, {len(unparsed)}, {len(lenient_correct)}")
+    matrix = _as_matrix([list(correct), list(unparsed), list(lenient_correct)])
+    means = resampled_means(matrix[[0, 2]], n_boot, seed)
+    accuracy_low, accuracy_high = _percentile_ci(means[0], alpha)
+    lenient_low, lenient_high = _percentile_ci(means[1], alpha)
+    point = matrix.mean(axis=1)
+    return {
+        "n": int(matrix.shape[1]),
+        "accuracy": float(point[0]),
+        "ci_low": accuracy_low,
+        "ci_high": accuracy_high,
+        "unparsed_rate": float(point[1]),
+        "lenient_accuracy": float(point[2]),
+        "lenient_ci_low": lenient_low,
+        "lenient_ci_high": lenient_high,
+        "alpha": alpha,
+        "n_boot": int(n_boot),
+    }
+
+
+def paired_bootstrap(a: Mapping[str, float], b: Mapping[str, float], *, n_boot: int = 1000, seed: int = 0,
+                     alpha: float = 0.05) -> dict[str, float | int]:
+    """Model a minus model b on the same items, resampling items (not models) so per-item difficulty
+    cancels. p-value: twice the share of resampled mean differences on the far side of 0, capped at 1
+    (resolution 1 / n_boot; 0.0 means below that)."""
+    _check_bootstrap_args(n_boot, alpha)
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    if only_a or only_b:
+        raise ValueError(f"models were scored on different ids: {len(only_a)} only in a {only_a[:5]}, "
+                         f"{len(only_b)} only in b {only_b[:5]}")
+    ids = sorted(a)
+    matrix = _as_matrix([[a[i] for i in ids], [b[i] for i in ids]])
+    differences = matrix[0] - matrix[1]
+    resampled = resampled_means(differences[None, :], n_boot, seed)[0]
+    low, high = _percentile_ci(resampled, alpha)
+    share_at_or_below, share_at_or_above = float(np.mean(resampled <= 0)), float(np.mean(resampled >= 0))
+    return {
+        "n": len(ids),
+        "mean_a": float(matrix[0].mean()),
+        "mean_b": float(matrix[1].mean()),
+        "diff": float(differences.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": min(1.0, 2 * min(share_at_or_below, share_at_or_above)),
+        "alpha": alpha,
+        "n_boot": int(n_boot),
+    }
