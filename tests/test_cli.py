@@ -51,3 +51,13 @@ def test_train_command_chains_stages_through_the_launcher():
 def test_train_unknown_stage_exits_2(capsys):
     assert main(["train", "--stage", "finetune"]) == 2
     assert "unknown stage 'finetune'" in capsys.readouterr().err
+
+
+def test_plan_prints_memory_and_reference_hours(capsys):
+    from medkit.cli import main
+
+    assert main(["plan", "--stage", "midtrain", "--hardware", "b200", "--gpus", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "estimate_zero3_model_states_mem_needs" in out and "240 h 24 m" in out
+    assert main(["plan", "--hardware", "tpu-v9"]) == 2
+    assert "tpu-v9" in capsys.readouterr().err
