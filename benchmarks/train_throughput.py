@@ -23,7 +23,7 @@ from medkit.data.synthetic import generate_corpus
 def run(corpus: Path, out: Path, nproc: int, steps: int, cores: int, port: int) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port),
            "-m", "medkit.training.stage_run", "--stage", "instruct", "--corpus", str(corpus), "--out", str(out),
-           "--max-steps", str(steps), "--save-steps", str(10 * steps)]
+           "--max-steps", str(steps), "--save-steps", str(10 * steps), "--batching", "padded"]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": str(max(1, cores // nproc))}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:

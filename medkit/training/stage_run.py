@@ -26,6 +26,7 @@ from medkit.model.modeling import MedGPTOssForConditionalGeneration
 from medkit.model.processor import MedGPTOssProcessor
 from medkit.profiles import Profile, load_profile
 from medkit.training.collator import PadCollator
+from medkit.training.packing import PackingCollator
 from medkit.training.deepspeed_setup import init_distributed, mark_moe_leaf_modules, zero3_config
 from medkit.training.run import LossRecorder, TrainResult
 from medkit.training.stages import LearningRates, StageConfig, apply_trainable, load_stage, optimizer_groups
@@ -57,7 +58,9 @@ def stage_training_args(stage: StageConfig, profile: Profile, out_dir: Path, wor
         save_strategy="steps",
         save_steps=save_steps,
         save_total_limit=2,  # the newest may be cut short by a kill; resuming then falls back to the one before
-        include_num_input_tokens_seen="non_padding",  # tokens/s for the throughput benchmark
+        # tokens/s for the throughput benchmark; packed batches carry a mask dict the Trainer cannot sum,
+        # and their only padding is the tail of the shortest rows, so every token is counted there
+        include_num_input_tokens_seen="non_padding" if stage.batching == "padded" else "all",
         report_to=[],
         seed=profile.seed,
         data_seed=profile.seed,
@@ -89,6 +92,13 @@ def build_stage_model(stage: StageConfig, profile: Profile, tokenizer, previous:
     return MedGPTOssForConditionalGeneration._from_config(config)
 
 
+def stage_collator(stage: StageConfig, model, tokenizer):
+    """Packed rows up to the stage's max length (default), or pad-to-longest."""
+    if stage.batching == "padded":
+        return PadCollator(tokenizer.pad_token_id)
+    return PackingCollator(tokenizer.pad_token_id, stage.max_length, model.config.text_config, model.dtype)
+
+
 def run_stage(stage: StageConfig, profile: Profile, corpus: Path, out_dir: Path, previous: Path | None,
               **batch_overrides) -> TrainResult:
     from transformers import Trainer  # imported late: after the environment of the rank is set
@@ -106,7 +116,7 @@ def run_stage(stage: StageConfig, profile: Profile, corpus: Path, out_dir: Path,
     files = [corpus / f"{task}.jsonl" for task in stage.synthetic_tasks]
     dataset = ConversationDataset.from_jsonl(files, processor, split="train")
     result = TrainResult()
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=PadCollator(tokenizer.pad_token_id),
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=stage_collator(stage, model, tokenizer),
                       optimizers=(optimizer, None), callbacks=[LossRecorder(result)])
     resume = get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
     output = trainer.train(resume_from_checkpoint=resume)
@@ -132,9 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-device-batch-size", type=int, default=None)
     parser.add_argument("--global-batch-size", type=int, default=None)
     parser.add_argument("--save-steps", type=int, default=50, help="checkpoint interval (a killed run resumes)")
+    parser.add_argument("--batching", choices=["packed", "padded"], default=None, help="override the stage config")
     a = parser.parse_args(argv)
     profile = load_profile(a.profile)
-    run_stage(stage_for_profile(load_stage(a.stage, a.vision_schedule), profile), profile, a.corpus, a.out, a.previous,
+    stage = load_stage(a.stage, a.vision_schedule)
+    if a.batching:
+        stage = replace(stage, batching=a.batching)
+    run_stage(stage_for_profile(stage, profile), profile, a.corpus, a.out, a.previous,
               max_steps=a.max_steps, per_device_batch_size=a.per_device_batch_size,
               global_batch_size=a.global_batch_size, save_steps=a.save_steps)
     return 0

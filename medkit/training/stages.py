@@ -60,6 +60,8 @@ class StageConfig:
     global_batch_size: int = 128
     bf16: bool = True
     gradient_checkpointing: bool = True
+    # packed: samples laid into rows of up to max_length with per-sample attention; padded: pad-to-longest
+    batching: Literal["packed", "padded"] = "packed"
 
     def gradient_accumulation(self, world_size: int) -> int:
         per_step = self.per_device_batch_size * world_size
