@@ -41,24 +41,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def train_command(args: argparse.Namespace) -> list[str]:
-    """The launcher command for one stage: torch's elastic launcher starting N ranks of stage_run.
+    from medkit.training.launch import stage_command
 
-    On a multi-node box the same module runs under the `deepspeed` launcher or torchrun with node flags.
-    """
-    from medkit.training.stages import load_stage
-
-    stage = load_stage(args.stage, args.vision_schedule)
-    out = Path(args.out)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc),
-           "-m", "medkit.training.stage_run", "--stage", stage.name, "--profile", args.profile,
-           "--vision-schedule", args.vision_schedule, "--corpus", str(args.corpus), "--out", str(out / stage.name)]
-    if stage.init_from:
-        cmd += ["--previous", str(out / stage.init_from / "model")]
-    if args.max_steps:
-        cmd += ["--max-steps", str(args.max_steps)]
-    if args.save_steps:
-        cmd += ["--save-steps", str(args.save_steps)]
-    return cmd
+    return stage_command(args.stage, profile=args.profile, corpus=args.corpus, out=args.out, nproc=args.nproc,
+                         vision_schedule=args.vision_schedule, max_steps=args.max_steps, save_steps=args.save_steps)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -152,6 +138,30 @@ def format_result(result: dict) -> str:
     return f"{result['benchmark']} (n={result['n']}): {text}"
 
 
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from medkit.notebook.runner import format_summary, parse_overrides, run_notebooks
+
+    overrides = parse_overrides(args.p or [], args.params)
+    if args.profile:
+        overrides["profile"] = args.profile
+    results = run_notebooks(run_id=args.run_id, only=args.only, start=args.start, overrides=overrides,
+                            timeout=args.timeout)
+    print(format_summary(results))
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        print(f"FAILED {r.notebook} at {r.error} (executed copy: {r.output})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from medkit.reporting.assemble import assemble, run_stamp
+
+    done = assemble(eval_out=args.eval_out, ablation_results=args.ablation, tables_dir=args.tables_dir,
+                    figures_dir=args.figures_dir, stamp=run_stamp(args.profile, args.seed))
+    print(done.frame().to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medkit", description="MedGPT-OSS reproducibility kit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the prediction store of a killed run")
     p.add_argument("--rescore", action="store_true", help="score the stored predictions only (no model calls)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("notebooks", help="execute the numbered notebooks in order with papermill")
+    p.add_argument("--profile", default=None, help="profile parameter for every notebook (default: theirs, tiny)")
+    p.add_argument("--only", nargs="+", default=None, help="notebook numbers or names, e.g. 03 report_generation")
+    p.add_argument("--from", dest="start", default=None, help="start at this notebook and run the rest")
+    p.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="override a parameter")
+    p.add_argument("--params", default=None, help="YAML file of parameter overrides")
+    p.add_argument("--run-id", default=None, help="executed copies go to runs/<run id>/ (default: a timestamp)")
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    p.set_defaults(func=cmd_notebooks)
+
+    p = sub.add_parser("tables", help="every paper table and figure from result files alone (no model)")
+    p.add_argument("--eval-out", default="runs/notebooks/eval", help="the eval output folder (holds results/)")
+    p.add_argument("--ablation", default="runs/notebooks/ablation/results.json", help="the ablation's results.json")
+    p.add_argument("--tables-dir", default="paper_tables")
+    p.add_argument("--figures-dir", default="figures")
+    p.add_argument("--profile", default="tiny", help="profile the results came from (for the provenance stamp)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("reproduce", help="the main job on a profile (tiny: corpus -> train -> held-out loss)")
     p.add_argument("--profile", default="tiny")

@@ -1260,6 +1260,19 @@ def replace_folder(new: Path, target: Path) -> None:
     shutil.rmtree(retired)
 
 
+def ensure_corpus(out_dir: str | Path, *, seed: int = 0) -> Path:
+    """The corpus folder, generated if it has no manifest yet; a folder made with another seed is refused."""
+    out = Path(out_dir)
+    manifest = out / MANIFEST_NAME
+    if manifest.is_file():
+        found = json.loads(manifest.read_text())["seed"]
+        if found != seed:
+            raise ValueError(f"{out}: corpus was generated with seed {found}, not {seed}; use another folder")
+        return out
+    generate_corpus(out, seed=seed)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medkit.data.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="output folder (must be empty or absent unless --overwrite)")
@@ -1276,3 +1289,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+

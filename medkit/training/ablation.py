@@ -251,6 +251,19 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+def capped(config: AblationConfig, max_steps: int | None, eval_limit: int | None) -> AblationConfig:
+    """The config with every phase limited to ``max_steps`` and evaluation to ``eval_limit`` items per file
+    (quick checks of the pipeline; the results then measure that shortened run)."""
+    def cap(phase: Phase | None) -> Phase | None:
+        if phase is None or max_steps is None:
+            return phase
+        return replace(phase, steps=min(phase.steps or max_steps, max_steps))
+
+    evaluation = config.evaluation if eval_limit is None else replace(config.evaluation, limit_per_file=eval_limit)
+    return replace(config, base_lm=cap(config.base_lm), projector_pretraining=cap(config.projector_pretraining),
+                   lora_finetuning=cap(config.lora_finetuning), evaluation=evaluation)
+
+
 def run_ablation(
     profile_name: str = "tiny",
     out_dir: str | Path = "runs/ablation",
@@ -258,6 +271,8 @@ def run_ablation(
     data_root: str | Path | None = None,
     config: AblationConfig | str | Path | None = None,
     encoders: list[str] | None = None,
+    max_steps: int | None = None,
+    eval_limit: int | None = None,
 ) -> dict:
     """Run every encoder and write ``<out_dir>/results.json`` (atomically, once all encoders finished).
 
@@ -268,6 +283,7 @@ def run_ablation(
     profile = load_profile(profile_name)
     if not isinstance(config, AblationConfig):
         config = load_ablation_config(config or profile.name)
+    config = capped(config, max_steps, eval_limit)
     names = encoders or config.encoders
     unknown = sorted(set(names) - set(config.encoders))
     if unknown:

@@ -163,3 +163,4 @@ def _sci(value: float) -> str:
     """1e-3 -> '1e-3', 2e-05 -> '2e-5': the paper's notation without its typesetting."""
     exponent = math.floor(math.log10(value))
     return f"{value / 10**exponent:g}e{exponent}"
+
