@@ -1,0 +1,298 @@
+"""Tables in the paper's layout (Markdown, LaTeX, CSV), result-file readers and the fresh-vs-published view.
+
+Frames: index = printed row labels, columns = models (paper order first), cells = a number, NaN (shown as
+``frame.attrs["missing"]``) or text (e.g. "not computed: needs ...", shown verbatim, never as a number).
+Rendering facts travel in ``frame.attrs``: caption, decimals, footnotes, column_marks, row_marks, rank.
+
+Marking convention (common in this literature, the plain-text paper does not preserve formatting): per row,
+the best value is **bold** and the second best is underlined; ties on the printed (rounded) value share
+the mark, text and unknown cells are never ranked, higher is better everywhere (all of Tables 4-6 and
+Figure 2's metrics, 1/RadCliQ-v1 included).
+
+Result files read (reviewer mode: no model needed):
+
+* evaluation: ``<eval_out>/results/<model>/<benchmark>.json`` written by :mod:`medkit.eval.runner`;
+* encoder ablation: ``<run>/results.json`` written by :mod:`medkit.training.ablation`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from medkit.reporting.provenance import Stamp
+from medkit.reporting.published import adapter_labels, model_labels, result_spec
+
+FIRST, SECOND = "first", "second"
+NOT_RUN = "–"
+NOT_COMPUTED = "not computed"
+
+
+# ---------------------------------------------------------------- cells and ranking
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def format_cell(value: Any, decimals: int, missing: str = NOT_RUN) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    if isinstance(value, numbers.Integral):
+        return str(value)
+    return f"{value:.{decimals}f}"
+
+
+def row_marks(values: Iterable[Any], decimals: int) -> list[str | None]:
+    """FIRST / SECOND / None per cell of one row, ranked on the printed (rounded) values."""
+    values = list(values)
+    printed = [round(v, decimals) if is_number(v) else None for v in values]
+    distinct = sorted({p for p in printed if p is not None}, reverse=True)
+    place = {v: mark for v, mark in zip(distinct, (FIRST, SECOND))}
+    return [place.get(p) if p is not None else None for p in printed]
+
+
+def frame_marks(frame: pd.DataFrame) -> list[list[str | None]]:
+    """Marks per cell; only the columns in ``attrs["rank_columns"]`` (default: all) compete."""
+    if not frame.attrs.get("rank", True):
+        return [[None] * frame.shape[1] for _ in range(frame.shape[0])]
+    decimals = frame.attrs.get("decimals", 2)
+    ranked = set(frame.attrs.get("rank_columns", frame.columns))
+    competing = [c in ranked for c in frame.columns]
+    marks = []
+    for row in frame.itertuples(index=False):
+        place = iter(row_marks([v for v, c in zip(row, competing) if c], decimals))
+        marks.append([next(place) if c else None for c in competing])
+    return marks
+
+
+# ---------------------------------------------------------------- renderers
+
+def _labels(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    column_marks = frame.attrs.get("column_marks", {})
+    row_marks_ = frame.attrs.get("row_marks", {})
+    columns = [f"{c} {column_marks[c]}" if c in column_marks else str(c) for c in frame.columns]
+    rows = [f"{r}{row_marks_[r]}" if r in row_marks_ else str(r) for r in frame.index]
+    return rows, columns
+
+
+def _cells(frame: pd.DataFrame, wrap: dict[str | None, str]) -> list[list[str]]:
+    decimals = frame.attrs.get("decimals", 2)
+    missing = frame.attrs.get("missing", NOT_RUN)
+    return [
+        [wrap[mark].format(format_cell(v, decimals, missing)) if is_number(v) else format_cell(v, decimals, missing)
+         for v, mark in zip(row, marks)]
+        for row, marks in zip(frame.itertuples(index=False), frame_marks(frame))
+    ]
+
+
+def to_markdown(frame: pd.DataFrame, stamp: Stamp | None = None) -> str:
+    rows, columns = _labels(frame)
+    cells = _cells(frame, {FIRST: "**{}**", SECOND: "<u>{}</u>", None: "{}"})
+    header = [frame.index.name or ""] + columns
+    lines = []
+    if frame.attrs.get("caption"):
+        lines += [frame.attrs["caption"], ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join([":---"] + ["---:"] * len(columns)) + "|")
+    lines += ["| " + " | ".join([label] + row) + " |" for label, row in zip(rows, cells)]
+    if frame.attrs.get("footnotes"):
+        lines += [""] + list(frame.attrs["footnotes"])
+    if stamp is not None:
+        lines += ["", f"<!-- {stamp.line()} -->"]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                   "±": r"$\pm$", "†": r"$^\dagger$", "✓": r"\checkmark", "–": "--"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
+
+
+def to_latex(frame: pd.DataFrame, stamp: Stamp | None = None) -> str:
+    rows, columns = _labels(frame)
+    cells = _cells(frame, {FIRST: r"\textbf{{{}}}", SECOND: r"\underline{{{}}}", None: "{}"})
+    header = [latex_escape(frame.index.name or "")] + [latex_escape(c) for c in columns]
+    lines = [r"\begin{table}[t]", r"\centering"]
+    if frame.attrs.get("caption"):
+        lines.append(r"\caption{" + latex_escape(frame.attrs["caption"]) + "}")
+    lines += [r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule", " & ".join(header) + r" \\",
+              r"\midrule"]
+    for label, row in zip(rows, cells):
+        body = [c if c.startswith(("\\textbf", "\\underline")) else latex_escape(c) for c in row]
+        lines.append(" & ".join([latex_escape(label)] + body) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    for note in frame.attrs.get("footnotes", []):
+        lines.append(r"\par\footnotesize " + latex_escape(note))
+    lines.append(r"\end{table}")
+    if stamp is not None:
+        lines.append(f"% {stamp.line()}")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(frame: pd.DataFrame) -> str:
+    """Plain values as printed (no marks); provenance goes to the sidecar JSON."""
+    decimals = frame.attrs.get("decimals", 2)
+    missing = frame.attrs.get("missing", NOT_RUN)
+    text = frame.map(lambda v: format_cell(v, decimals, missing))
+    return text.to_csv(lineterminator="\n")
+
+
+def render_table(frame: pd.DataFrame, name: str, out_dir: str | Path, stamp: Stamp | None = None) -> dict[str, Path]:
+    """Write ``<name>.md``, ``<name>.tex``, ``<name>.csv`` (+ ``<name>.provenance.json`` with a stamp)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts = {"markdown": (".md", to_markdown(frame, stamp)), "latex": (".tex", to_latex(frame, stamp)),
+             "csv": (".csv", to_csv(frame))}
+    if stamp is not None:
+        texts["provenance"] = (".provenance.json", stamp.to_json())
+    written = {}
+    for fmt, (suffix, text) in texts.items():
+        path = out_dir / f"{name}{suffix}"
+        path.write_text(text, encoding="utf-8")
+        written[fmt] = path
+    return written
+
+
+# ---------------------------------------------------------------- paper tables 1 and 2
+
+def table1() -> pd.DataFrame:
+    from medkit.data.registry import table1_frame
+
+    frame = table1_frame().set_index("Modality")
+    frame.attrs.update(caption="Training datasets of MedGPT-OSS (paper Table 1).", rank=False)
+    return frame
+
+
+def table2() -> pd.DataFrame:
+    from medkit.training.stages import load_curriculum, table2_rows
+
+    frame = pd.DataFrame(table2_rows(load_curriculum()), columns=["Hyperparameter", "Value"]).set_index("Hyperparameter")
+    frame.attrs.update(caption="Default hyperparameters, rendered from the stage configs (paper Table 2).",
+                       rank=False)
+    return frame
+
+
+# ---------------------------------------------------------------- evaluation result files
+
+def load_results(eval_out: str | Path) -> list[dict[str, Any]]:
+    """Every ``results/<model>/<benchmark>.json`` under ``eval_out`` (per-item ``*.items.json`` skipped)."""
+    folder = Path(eval_out) / "results"
+    paths = sorted(p for p in folder.glob("*/*.json") if not p.name.endswith(".items.json"))
+    return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+
+
+def _scale(value: float | None, unit: str) -> float | None:
+    if value is None:
+        return None
+    return value * 100.0 if unit == "percent" else value
+
+
+def metric_cell(metrics: dict[str, Any], metric: str, unit: str) -> tuple[float | str | None, tuple | None]:
+    """(display value or status text, (ci_low, ci_high) in display units or None) of one metric."""
+    entry = metrics if metric == "accuracy" else metrics.get(metric)
+    if entry is None:
+        return f"{NOT_COMPUTED}: no {metric} in the result file", None
+    key = "accuracy" if metric == "accuracy" else "value"
+    status = entry.get("status", "ok")
+    if status != "ok" or entry.get(key) is None:
+        return (status if status != "ok" else NOT_COMPUTED), None
+    low, high = entry.get("ci_low"), entry.get("ci_high")
+    ci = (_scale(low, unit), _scale(high, unit)) if low is not None and high is not None else None
+    return _scale(entry[key], unit), ci
+
+
+def _model_order(found: Iterable[str]) -> list[str]:
+    paper = model_labels()
+    found = set(found)
+    return [m for m in paper if m in found] + sorted(found - set(paper))
+
+
+def _result_cells(eval_out: str | Path, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    spec = result_spec(table)
+    labels = adapter_labels()
+    by_key = {(labels.get(r["model"], r["model"]), r["benchmark"]): r for r in load_results(eval_out)}
+    models = _model_order(m for m, b in by_key if b in {row.benchmark for row in spec.rows})
+    values = pd.DataFrame(index=[r.label for r in spec.rows], columns=models, dtype=object)
+    cis = values.copy()
+    for row in spec.rows:
+        for model in models:
+            result = by_key.get((model, row.benchmark))
+            value, ci = metric_cell(result["metrics"], row.metric, spec.unit) if result else (float("nan"), None)
+            values.at[row.label, model] = value
+            cis.at[row.label, model] = ci
+    for frame in (values, cis):
+        frame.index.name = "Dataset" if spec.unit == "percent" else "Metric"
+        frame.attrs.update(caption=f"Fresh run, {spec.caption}", unit=spec.unit, decimals=spec.decimals,
+                           missing=NOT_RUN, benchmarks=[r.benchmark for r in spec.rows],
+                           metrics=[r.metric for r in spec.rows])
+    return values, cis
+
+
+def results_frame(eval_out: str | Path, table: str) -> pd.DataFrame:
+    """Fresh results for table '4' / '5' / '6' / 'figure2' in the published layout (rows as printed,
+    columns = models found, paper labels where the folder name is a known adapter). Missing = NaN."""
+    return _result_cells(eval_out, str(table))[0]
+
+
+def results_ci_frame(eval_out: str | Path, table: str) -> pd.DataFrame:
+    """Same shape as :func:`results_frame`: each cell (ci_low, ci_high) in display units, or None."""
+    return _result_cells(eval_out, str(table))[1]
+
+
+# ---------------------------------------------------------------- fresh vs published
+
+def _delta(fresh: Any, published: Any) -> float:
+    return fresh - published if is_number(fresh) and is_number(published) else float("nan")
+
+
+def compare(fresh: pd.DataFrame, published: pd.DataFrame, ci: pd.DataFrame | None = None,
+            models: list[str] | None = None) -> pd.DataFrame:
+    """Long frame, one row per (row label, model): fresh, published, delta (fresh - published), ci_low,
+    ci_high. ``models`` defaults to the fresh frame's columns; text cells stay text, their delta is NaN."""
+    models = list(fresh.columns) if models is None else models
+    rows = [r for r in published.index] + [r for r in fresh.index if r not in published.index]
+    records = []
+    for row in rows:
+        for model in models:
+            f = fresh.at[row, model] if row in fresh.index and model in fresh.columns else float("nan")
+            p = published.at[row, model] if row in published.index and model in published.columns else float("nan")
+            interval = ci.at[row, model] if ci is not None and row in ci.index and model in ci.columns else None
+            low, high = interval if isinstance(interval, tuple) else (float("nan"), float("nan"))
+            records.append({"row": row, "model": model, "fresh": f, "published": p, "delta": _delta(f, p),
+                            "ci_low": low, "ci_high": high})
+    frame = pd.DataFrame(records, columns=["row", "model", "fresh", "published", "delta", "ci_low", "ci_high"])
+    return frame.set_index(["row", "model"])
+
+
+# ---------------------------------------------------------------- encoder ablation (Figure 1)
+
+def load_ablation(results: str | Path | dict) -> dict[str, Any]:
+    if isinstance(results, dict):
+        return results
+    return json.loads(Path(results).read_text(encoding="utf-8"))
+
+
+def ablation_table(results: str | Path | dict) -> pd.DataFrame:
+    """One row per encoder: accuracy (%) and held-out loss, each with its 95% CI."""
+    data = load_ablation(results)
+    rows = []
+    for row in data["encoders"]:
+        acc, loss = row["mc_accuracy"], row["heldout_loss"]
+        rows.append({"Encoder": row["encoder"], "Accuracy (%)": 100 * acc["accuracy"],
+                     "Acc. CI low": 100 * acc["ci_low"], "Acc. CI high": 100 * acc["ci_high"],
+                     "n (MC)": acc["n"], "Held-out loss": loss["mean"], "Loss CI low": loss["ci_low"],
+                     "Loss CI high": loss["ci_high"], "n (loss)": loss["n"]})
+    frame = pd.DataFrame(rows).set_index("Encoder")
+    frame.attrs.update(caption=f"Encoder ablation, profile {data['profile']}, seed {data['seed']}.",
+                       decimals=3, rank=False)
+    return frame

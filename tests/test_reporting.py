@@ -1,0 +1,193 @@
+"""medkit.reporting: published numbers, table rendering, result-file readers, figures, provenance."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medkit.eval.benchmarks import all_benchmarks
+from medkit.reporting.provenance import UNKNOWN_COMMIT, Stamp, config_hash, git_commit, make_stamp
+from medkit.reporting.published import published_figure2, published_table, table3_counts
+from medkit.reporting.tables import (
+    FIRST,
+    SECOND,
+    ablation_table,
+    compare,
+    render_table,
+    results_ci_frame,
+    results_frame,
+    row_marks,
+    to_markdown,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "reporting"
+EVAL_OUT = FIXTURES / "eval_out"
+ABLATION = FIXTURES / "ablation_results.json"
+# the paper's printed numbers, transcribed once from its tables (a golden file independent of published.yaml)
+PRINTED = json.loads((FIXTURES / "paper_printed.json").read_text(encoding="utf-8"))
+STAMP = Stamp(profile="tiny", git_commit="0" * 40, config_hash=config_hash({"k": 1}), seed=0, date="2025-01-01")
+NUMBER = re.compile(r"\d+\.\d+")
+
+
+# ---------------------------------------------------------------- published data
+
+def test_table3_counts_match_the_benchmark_registry():
+    registry = {b.name: b.expected_count for b in all_benchmarks()}
+    assert table3_counts() == registry
+
+
+def test_published_tables_have_the_paper_shape():
+    models = ["MedGPT-OSS", "OctoMed", "Hulu-Med", "Lingshu", "MedGemma", "QoQ-Med"]
+    for n, rows in (("4", 6), ("5", 6), ("6", 4)):
+        frame = published_table(n)
+        assert list(frame.columns) == models
+        assert frame.shape == (rows, 6) and not frame.isna().to_numpy().any()
+    assert published_table(4).at["MedXQA (multimodal)", "MedGPT-OSS"] == 49.23
+    assert published_table(5).at["MedXQA (text)", "QoQ-Med"] == 8.78
+
+
+def test_figure2_only_printed_values_are_known():
+    frame = published_figure2()
+    known = {(r, c): frame.at[r, c] for r in frame.index for c in frame.columns if not math.isnan(frame.at[r, c])}
+    assert known == {("RadGraph-F1", "MedGPT-OSS"): 0.189, ("RaTEScore", "MedGPT-OSS"): 0.522,
+                     ("1/RadCliQ-v1", "MedGPT-OSS"): 0.803, ("RadGraph-F1", "MedGemma"): 0.095,
+                     ("RadGraph-F1", "OctoMed"): 0.129}
+
+
+@pytest.mark.parametrize("n,count", [("4", 6), ("5", 6), ("6", 4)])
+def test_rendering_published_tables_reproduces_printed_values(tmp_path, n, count):
+    printed_rows = PRINTED[f"table{n}"]
+    written = render_table(published_table(n), f"table{n}", tmp_path, STAMP)
+    body = [line for line in written["markdown"].read_text().splitlines() if line.startswith("| ")][1:]
+    assert len(body) == count == len(printed_rows)
+    for printed, line in zip(printed_rows, body):
+        assert len(printed) == 6
+        assert NUMBER.findall(line) == printed
+    csv_rows = written["csv"].read_text().splitlines()[1:]
+    assert [NUMBER.findall(r) for r in csv_rows] == printed_rows
+    latex_rows = [line for line in written["latex"].read_text().splitlines() if line.endswith(r"\\")][1:]
+    assert [NUMBER.findall(r) for r in latex_rows] == printed_rows
+
+
+def test_published_figure2_and_table3_are_the_printed_numbers():
+    frame = published_figure2()
+    for model, values in PRINTED["figure2"].items():
+        for metric, value in values.items():
+            assert frame.at[metric, model] == value
+    assert "not printed" in to_markdown(frame)
+    table3_md = to_markdown(published_table(3))
+    assert re.findall(r"\d\.\d\d ± \d\.\d\d|\d,\d{3}|\b\d{3}\b", table3_md) == PRINTED["table3"]
+
+
+# ---------------------------------------------------------------- marks
+
+def test_bold_first_underline_second_on_a_fixture(tmp_path):
+    frame = pd.DataFrame({"A": [10.0, 1.0, 5.0], "B": [30.0, 2.0, 5.0], "C": [20.0, "not computed", 4.0]},
+                         index=["r1", "r2", "r3"], dtype=object)
+    frame.attrs["decimals"] = 2
+    md = render_table(frame, "t", tmp_path)["markdown"].read_text()
+    assert "| r1 | 10.00 | **30.00** | <u>20.00</u> |" in md
+    assert "| r2 | <u>1.00</u> | **2.00** | not computed |" in md
+    assert "| r3 | **5.00** | **5.00** | <u>4.00</u> |" in md  # ties share the mark
+    tex = render_table(frame, "t", tmp_path)["latex"].read_text()
+    assert r"r1 & 10.00 & \textbf{30.00} & \underline{20.00} \\" in tex
+
+
+def test_ties_are_judged_on_printed_values():
+    assert row_marks([52.341, 52.339, 50.0], 2) == [FIRST, FIRST, SECOND]
+    assert row_marks([float("nan"), 1.0, None], 2) == [None, FIRST, None]
+
+
+def test_published_table4_marks_follow_the_numbers():
+    md = to_markdown(published_table(4))
+    assert "| MMMU-Med-Pro (4 opt)* | 52.34 | 44.62 | <u>52.45</u> | **52.67** |" in md
+    assert "**49.23**" in md and "Lingshu †" in md
+
+
+# ---------------------------------------------------------------- result files
+
+def test_results_frame_from_fixture_files():
+    frame = results_frame(EVAL_OUT, "4")
+    assert list(frame.columns) == ["MedGPT-OSS", "OctoMed"]  # adapter folders mapped, paper order
+    assert frame.at["SLAKE", "MedGPT-OSS"] == pytest.approx(42.0)
+    assert frame.at["MedFrameQA", "MedGPT-OSS"] == pytest.approx(25.0)
+    assert math.isnan(frame.at["MedFrameQA", "OctoMed"])
+    ci = results_ci_frame(EVAL_OUT, "4")
+    assert ci.at["SLAKE", "OctoMed"] == pytest.approx((36.0, 64.0))
+    impression = results_frame(EVAL_OUT, "6")
+    assert impression.at["Impression (0-shot)", "MedGPT-OSS"] == pytest.approx(40.0)  # RaTEScore x 100
+
+
+def test_not_computed_stays_text(tmp_path):
+    frame = results_frame(EVAL_OUT, "figure2")
+    assert frame.at["RadGraph-F1", "MedGPT-OSS"] == "not computed: needs the radgraph package"
+    assert frame.at["RaTEScore", "MedGPT-OSS"] == pytest.approx(0.3125)
+    written = render_table(frame, "figure2_fresh", tmp_path, STAMP)
+    md, csv = written["markdown"].read_text(), written["csv"].read_text()
+    assert "| RadGraph-F1 | not computed: needs the radgraph package |" in md
+    assert "**0.312**" in md and "0.312" in csv
+    assert "not computed: needs the RadCliQ-v1" in csv
+    cmp = compare(frame, published_figure2(), results_ci_frame(EVAL_OUT, "figure2"))
+    assert cmp.loc[("RadGraph-F1", "MedGPT-OSS"), "fresh"].startswith("not computed")
+    assert math.isnan(cmp.loc[("RadGraph-F1", "MedGPT-OSS"), "delta"])
+    assert cmp.loc[("RaTEScore", "MedGPT-OSS"), "delta"] == pytest.approx(0.3125 - 0.522)
+    assert cmp.loc[("RaTEScore", "MedGPT-OSS"), "ci_low"] == pytest.approx(0.25)
+
+
+def test_compare_side_by_side():
+    cmp = compare(results_frame(EVAL_OUT, "4"), published_table(4), results_ci_frame(EVAL_OUT, "4"))
+    row = cmp.loc[("SLAKE", "OctoMed")]
+    assert (row["fresh"], row["published"]) == (pytest.approx(50.0), 65.07)
+    assert row["delta"] == pytest.approx(50.0 - 65.07)
+    assert list(cmp.columns) == ["fresh", "published", "delta", "ci_low", "ci_high"]
+
+
+def test_ablation_table():
+    frame = ablation_table(ABLATION)
+    assert list(frame.index) == ["clip", "siglip", "biomedclip", "medsiglip"]
+    assert frame.at["clip", "Accuracy (%)"] == pytest.approx(40.0)
+    assert frame.at["siglip", "Loss CI high"] == pytest.approx(2.4)
+
+
+# ---------------------------------------------------------------- figures
+
+def test_figures_rerender_byte_identical(tmp_path):
+    from medkit.reporting.figures import figure1, figure2
+
+    fresh = results_frame(EVAL_OUT, "figure2")
+    outputs = []
+    for run in ("a", "b"):
+        written = figure1(ABLATION, tmp_path / run, STAMP)
+        written2 = figure2(tmp_path / run, fresh=fresh, stamp=STAMP)
+        outputs.append({f"1.{k}": p.read_bytes() for k, p in written.items()}
+                       | {f"2.{k}": p.read_bytes() for k, p in written2.items()})
+    assert set(outputs[0]) == {"1.png", "1.pdf", "2.png", "2.pdf"}
+    for key in outputs[0]:
+        assert outputs[0][key] == outputs[1][key], key
+    assert outputs[0]["1.png"].startswith(b"\x89PNG") and outputs[0]["1.pdf"].startswith(b"%PDF")
+    assert STAMP.config_hash.encode() in outputs[0]["1.png"]  # stamp in the PNG metadata
+
+
+# ---------------------------------------------------------------- provenance
+
+def test_stamp_is_deterministic_and_hash_is_canonical(tmp_path):
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+    one, two = make_stamp("tiny", {"x": 1}, 0), make_stamp("tiny", {"x": 1}, 0)
+    assert one == two and one.date is None and "date=not recorded" in one.line()
+    first = render_table(published_table(5), "t5", tmp_path / "a", one)
+    second = render_table(published_table(5), "t5", tmp_path / "b", two)
+    for fmt in first:
+        assert first[fmt].read_bytes() == second[fmt].read_bytes()
+    assert first["markdown"].read_text().rstrip().endswith(f"<!-- {one.line()} -->")
+    assert first["latex"].read_text().rstrip().endswith(f"% {one.line()}")
+    assert '"config_hash"' in first["provenance"].read_text()
+
+
+def test_git_commit_falls_back_outside_git(tmp_path):
+    assert git_commit(tmp_path) == UNKNOWN_COMMIT
