@@ -24,10 +24,13 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and exactly pinned, so no later resolver step can pull a CUDA build here
 	$(VENV)/bin/python -m pip install -q torch==2.13.0
 	$(VENV)/bin/python -m pip install -q -e '.[dev,nb]'
+	# strip notebook outputs on commit in this clone (see .gitattributes)
+	if [ -d .git ]; then $(VENV)/bin/python -m nbstripout --install; fi
 	touch $@
 
+# every notebook in order through papermill; executed copies and a summary in runs/<run id>/
 reproduce: $(ENV_READY)
-	$(PY) -m medkit reproduce --profile $(PROFILE) $(ARGS)
+	$(PY) -m medkit notebooks --profile $(PROFILE) $(ARGS)
 
 test: $(ENV_READY)
 	$(PY) -m pytest $(ARGS)

@@ -1,0 +1,1 @@
+"""Notebook support: parameter checking and the papermill runner."""

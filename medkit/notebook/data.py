@@ -1,0 +1,38 @@
+"""Data-notebook calls: benchmark item counts against Table 3, and the train/eval leakage audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from medkit.data.leakage import LeakageReport, audit_leakage
+from medkit.data.schema import Sample, read_jsonl
+from medkit.data.synthetic import TASKS
+from medkit.eval.benchmarks import all_benchmarks, load_benchmark
+
+
+def benchmark_counts(*, data_root: str | Path | None = None, corpus_dir: str | Path | None = None) -> pd.DataFrame:
+    """One row per benchmark: Table 3's count, the count loaded here and the loader's note."""
+    rows = []
+    for bench in all_benchmarks():
+        loaded = load_benchmark(bench.name, data_root=data_root, corpus_dir=corpus_dir)
+        rows.append({"benchmark": bench.name, "title": bench.title, "table": bench.table,
+                     "expected (Table 3)": bench.expected_count, "loaded": len(loaded.items),
+                     "note": loaded.count_note})
+    return pd.DataFrame(rows)
+
+
+def corpus_training_items(corpus_dir: Path) -> list[Sample]:
+    return [s for task in TASKS for s in read_jsonl(corpus_dir / f"{task}.jsonl") if s.meta.get("split") == "train"]
+
+
+def leakage_audit(corpus_dir: str | Path, *, data_root: str | Path | None = None,
+                  limit: int | None = None) -> tuple[list[Sample], LeakageReport]:
+    """Training items of the corpus against every benchmark's items (native or synthetic)."""
+    corpus_dir = Path(corpus_dir)
+    evaluation = [s for b in all_benchmarks()
+                  for s in load_benchmark(b.name, data_root=data_root,
+                                          corpus_dir=None if data_root else corpus_dir, limit=limit).items]
+    # benchmark items carry absolute image paths, so their root is irrelevant
+    return audit_leakage(corpus_training_items(corpus_dir), corpus_dir, evaluation, Path("/"))

@@ -1,0 +1,99 @@
+"""The parameters every notebook accepts, checked in its first cells.
+
+Each notebook's ``parameters`` cell assigns a subset of these names; papermill injects overrides after
+it. ``notebook_parameters(globals())`` then collects them, rejects unknown or ill-typed values with an
+error naming the parameter, and applies the smoke switch (``MEDKIT_SMOKE=1``, used by nbval in
+``make test``) that shrinks step and item counts so every notebook runs in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from medkit.config import ConfigError, from_dict
+from medkit.profiles import PROFILE_NAMES
+
+SMOKE_ENV = "MEDKIT_SMOKE"
+RUN_DIR_ENV = "MEDKIT_RUN_DIR"  # overrides run_dir (the nbval run in `make test` points it at a temp folder)
+
+
+@dataclass
+class NotebookParameters:
+    profile: str = "tiny"  # tiny, paper or a profile YAML path
+    seed: int = 0
+    run_dir: str = "runs/notebooks"  # where every notebook of one run writes (shared between notebooks)
+    data_root: str | None = None  # native benchmark releases / training data (paper); None: synthetic
+    model_path: str | None = None  # a checkpoint to evaluate; None: the instruction-tuned stage of run_dir
+    limit: int | None = None  # first N items per benchmark
+    max_steps: int | None = None  # optimizer steps per training stage (None: the profile's)
+    nproc: int = 2  # training ranks
+    encoders: list[str] | None = None  # ablation subset (None: all four)
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    tables_dir: str = "paper_tables"  # where notebook 10 writes the tables (relative: from the project root)
+    figures_dir: str = "figures"
+    smoke: bool = False  # a few steps and items: checks the notebook runs, not what it measures
+
+    @property
+    def run(self) -> Path:
+        """``run_dir``; a relative path is taken from the project root, so JupyterLab (whose working
+        folder is ``notebooks/``) and papermill (started from the root) share one run folder."""
+        return from_root(self.run_dir)
+
+    @property
+    def tables(self) -> Path:
+        """``tables_dir``; a smoke run writes inside its run folder, never over the project's tables."""
+        return self.run / "paper_tables" if self.smoke else from_root(self.tables_dir)
+
+    @property
+    def figures(self) -> Path:
+        return self.run / "figures" if self.smoke else from_root(self.figures_dir)
+
+    @property
+    def corpus(self) -> Path:
+        return self.run / "corpus"
+
+
+def from_root(path: str) -> Path:
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    cwd = Path.cwd()
+    return (cwd.parent if cwd.name == "notebooks" else cwd) / path
+
+
+NAMES = tuple(f.name for f in fields(NotebookParameters))
+SMOKE = {"limit": 4, "max_steps": 2, "max_new_tokens": 8}
+
+
+def notebook_parameters(namespace: dict[str, Any]) -> NotebookParameters:
+    """The notebook's parameters from its namespace (the globals after the parameters cell ran).
+
+    Unknown names are caught before execution by the runner (papermill only warns about them)."""
+    values = {n: namespace[n] for n in NAMES if n in namespace}
+    if os.environ.get(RUN_DIR_ENV):
+        values["run_dir"] = os.environ[RUN_DIR_ENV]
+    params = from_dict(NotebookParameters, values, where="notebook parameters")
+    check_values(params)
+    if params.smoke or os.environ.get(SMOKE_ENV) == "1":
+        params = replace(params, smoke=True, **{k: v if getattr(params, k) is None else min(v, getattr(params, k))
+                                                 for k, v in SMOKE.items()})
+    return params
+
+
+def check_values(params: NotebookParameters) -> None:
+    if params.profile not in PROFILE_NAMES and not params.profile.endswith((".yaml", ".yml")):
+        raise ConfigError(f"notebook parameter profile={params.profile!r}: use {list(PROFILE_NAMES)} or a YAML path")
+    for name in ("limit", "max_steps", "nproc", "max_new_tokens", "batch_size"):
+        value = getattr(params, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"notebook parameter {name}={value!r}: must be a positive integer")
+    if params.seed < 0:
+        raise ConfigError(f"notebook parameter seed={params.seed!r}: must be >= 0")
+    for name in ("data_root", "model_path"):
+        value = getattr(params, name)
+        if value is not None and not Path(value).exists():
+            raise ConfigError(f"notebook parameter {name}={value!r}: path does not exist")
