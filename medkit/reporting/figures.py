@@ -118,8 +118,9 @@ def figure2(out_dir: str | Path, fresh: pd.DataFrame | None = None, stamp: Stamp
                            label=None if _labelled(ax, label) else label)
                     ax.text(x, value, f"{value:.3f}", rotation=90, fontsize=5, ha="center", va="bottom")
                 elif is_fresh:
-                    text = value if isinstance(value, str) else "not run"
-                    ax.text(x, top * 0.02, text[:70], rotation=90, fontsize=5, ha="center", va="bottom")
+                    # the reason ("needs ...") is in figure2_values; the bar slot only says what happened
+                    text = value.split(":")[0] if isinstance(value, str) else "not run"
+                    ax.text(x, top * 0.02, text, rotation=90, fontsize=5, ha="center", va="bottom")
                 else:
                     _unknown_bar(ax, x, width, top)
             if not _labelled(ax, label):  # a series with no bar at all: legend says why

@@ -278,6 +278,8 @@ def run_ablation(
 
     On ``tiny`` the data root defaults to a synthetic corpus generated under ``out_dir/corpus``.
     """
+    from tqdm.auto import tqdm
+
     from medkit.data.synthetic import generate_corpus
 
     profile = load_profile(profile_name)
@@ -302,11 +304,11 @@ def run_ablation(
         print("[ablation] training the shared toy language model on the corpus texts")
         base_lm = train_base_lm(config, profile_name, Path(data_root), out_dir / "base_lm")
     rows = []
-    for name in names:
-        print(f"[ablation] {name}: projector pretraining, then projector + LoRA")
+    for name in tqdm(names, desc="encoders", unit="encoder"):
+        tqdm.write(f"[ablation] {name}: projector pretraining, then projector + LoRA")
         rows.append(run_encoder(name, config, profile_name, Path(data_root), out_dir / name, base_lm))
         acc, loss = rows[-1]["mc_accuracy"], rows[-1]["heldout_loss"]
-        print(f"[ablation] {name}: accuracy {acc['accuracy']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}], "
+        tqdm.write(f"[ablation] {name}: accuracy {acc['accuracy']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}], "
               f"held-out loss {loss['mean']:.3f} [{loss['ci_low']:.3f}, {loss['ci_high']:.3f}]")
     results = {"profile": profile.name, "seed": profile.seed, "config": asdict(config), "encoders": rows}
     out_dir.mkdir(parents=True, exist_ok=True)
