@@ -151,7 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     run_stage(stage_for_profile(stage, profile), profile, a.corpus, a.out, a.previous,
               max_steps=a.max_steps, per_device_batch_size=a.per_device_batch_size,
               global_batch_size=a.global_batch_size, save_steps=a.save_steps)
+    shut_down_process_group()
     return 0
+
+
+def shut_down_process_group() -> None:
+    """Wait for every rank, then tear the group down before interpreter exit: left to teardown, gloo's
+    worker threads were seen to abort one rank ("terminate called without an active exception") after a
+    successful save."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
