@@ -41,19 +41,31 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def train_command(args: argparse.Namespace) -> list[str]:
-    from medkit.training.launch import stage_command
+    from medkit.training.launch import Launch, stage_command
 
-    return stage_command(args.stage, profile=args.profile, corpus=args.corpus, out=args.out, nproc=args.nproc,
+    launch = Launch(launcher=args.launcher, nproc=args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,
+                    master_addr=args.master_addr, master_port=args.master_port, hostfile=args.hostfile)
+    return stage_command(args.stage, profile=args.profile, out=args.out, **train_data(args), launch=launch,
                          vision_schedule=args.vision_schedule, max_steps=args.max_steps, save_steps=args.save_steps)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from medkit.data.synthetic import generate_corpus
-    from medkit.training.deepspeed_setup import cpu_environment
+def train_data(args: argparse.Namespace) -> dict:
+    """The synthetic corpus (default), or the Table 1 mixture under --data-root."""
+    corpus = None if args.data_root else args.corpus
+    return dict(corpus=corpus, data_root=args.data_root, leakage_report=args.leakage_report,
+                skip_missing=args.skip_missing)
 
-    cmd = train_command(args)  # validates the stage before any work
-    if not (Path(args.corpus) / "manifest.json").is_file():
-        generate_corpus(args.corpus, seed=0)
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from medkit.data.synthetic import ensure_corpus
+    from medkit.training.deepspeed_setup import cpu_environment
+    from medkit.training.launch import prepare_stage
+
+    cmd = train_command(args)  # validates the stage and the launch before any work
+    if not args.data_root:
+        ensure_corpus(args.corpus, seed=0)
+    prepare_stage(args.stage, profile=args.profile, out=args.out, vision_schedule=args.vision_schedule,
+                  **train_data(args))
     print(" ".join(cmd), flush=True)
     return subprocess.run(cmd, env=cpu_environment()).returncode
 
@@ -180,12 +192,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="one curriculum stage through DeepSpeed ZeRO-3 on N ranks")
     p.add_argument("--stage", required=True, help="pretrain, midtrain or instruct")
     p.add_argument("--profile", default="tiny")
-    p.add_argument("--nproc", type=int, default=1, help="ranks on this machine (GPUs, or CPU processes)")
+    p.add_argument("--nproc", type=int, default=1, help="ranks per node (GPUs, or CPU processes)")
     p.add_argument("--vision-schedule", default="table2", choices=["table2", "text"])
-    p.add_argument("--corpus", default="runs/corpus", help="training data folder (tiny: the synthetic corpus)")
+    p.add_argument("--corpus", default="runs/corpus", help="the synthetic corpus (tiny profile; made if missing)")
+    p.add_argument("--data-root", default=None, help="folder of the Table 1 datasets, one sub-folder each "
+                   "(medkit.data.mixture); replaces --corpus")
+    p.add_argument("--leakage-report", default=None, help="a leakage audit's JSON: its training ids are excluded")
+    p.add_argument("--skip-missing", action="store_true", help="train on the mixture's datasets that are present")
     p.add_argument("--out", default="runs/train", help="stage outputs go to OUT/<stage>/")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--save-steps", type=int, default=None, help="checkpoint interval; rerunning a killed stage resumes")
+    p.add_argument("--launcher", default="torchrun", choices=["torchrun", "deepspeed"])
+    p.add_argument("--nnodes", type=int, default=1, help="nodes (torchrun: run the command on each node)")
+    p.add_argument("--node-rank", type=int, default=0, help="torchrun: this node's index")
+    p.add_argument("--master-addr", default=None, help="address of node 0 (multi-node)")
+    p.add_argument("--master-port", type=int, default=None)
+    p.add_argument("--hostfile", default=None, help="deepspeed launcher: the nodes and their GPU slots")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("plan", help="per-GPU ZeRO-3 memory and GPU-hours of a stage on given hardware")

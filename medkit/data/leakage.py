@@ -10,14 +10,15 @@ the overlapping pairs with their ids, and returns the training set with the over
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from datasketch import MinHash, MinHashLSH
+from PIL import Image
 
-from medkit.data.curation import sample_phashes, text_minhash
+from medkit.data.curation import image_phash, open_images, sample_phashes, text_minhash
 from medkit.data.schema import Sample, message_text
 
 Signal = Literal["image_phash", "text_minhash"]
@@ -67,14 +68,15 @@ def qa_text(sample: Sample) -> str:
 
 
 def _image_pairs(
-    train: list[Sample], train_root: str | Path, evaluation: list[Sample], eval_root: str | Path, max_distance: int
+    train: list[Sample], train_images: Callable[[Sample], list[Image.Image]], evaluation: list[Sample],
+    eval_root: str | Path, max_distance: int
 ) -> list[LeakagePair]:
     eval_hashes = [(h, s.id) for s in evaluation for h in sample_phashes(s, eval_root)]
     pairs = []
     for sample in train:
         # best (smallest) distance per evaluation sample, so one pair per (train, eval) couple
         best: dict[str, int] = {}
-        for h in sample_phashes(sample, train_root):
+        for h in map(image_phash, train_images(sample)):
             for k, eval_id in eval_hashes:
                 distance = h - k
                 if distance <= max_distance and distance < best.get(eval_id, max_distance + 1):
@@ -114,11 +116,16 @@ def audit_leakage(
     max_phash_distance: int = 6,
     text_jaccard_threshold: float = 0.7,
     num_perm: int = 128,
+    train_images: Callable[[Sample], list[Image.Image]] | None = None,
 ) -> tuple[list[Sample], LeakageReport]:
-    """Find train/eval overlaps by either signal; return the clean training set (input order) and the report."""
+    """Find train/eval overlaps by either signal; return the clean training set (input order) and the report.
+
+    Training images are read relative to ``train_root``, or by ``train_images`` when the training items
+    come from several folders or hold their images as bytes (``medkit.data.mixture.mixture_samples``)."""
     train, evaluation = list(train), list(evaluation)
+    train_images = train_images or (lambda sample: open_images(sample, train_root))
     report = LeakageReport(len(train), len(evaluation), max_phash_distance, text_jaccard_threshold)
-    report.pairs = _image_pairs(train, train_root, evaluation, eval_root, max_phash_distance)
+    report.pairs = _image_pairs(train, train_images, evaluation, eval_root, max_phash_distance)
     report.pairs += _text_pairs(train, evaluation, text_jaccard_threshold, num_perm)
     excluded = set(report.excluded_ids)
     return [s for s in train if s.id not in excluded], report

@@ -31,9 +31,10 @@ def image_size(path: str | Path, record: str | None = None) -> tuple[int, int]:
         raise ImageLoadError(f"{where}: corrupt or unreadable image ({e})") from None
 
 
-def load_image(path: str | Path, record: str | None = None) -> Image.Image:
-    """Open and fully decode an image as RGB, failing with a message naming the file and record."""
-    where = f"{path}" + (f" (record {record})" if record else "")
+def load_image(path, record: str | None = None, name: str | None = None) -> Image.Image:
+    """Open and fully decode an image (a path, or a file object named ``name``) as RGB, failing with a
+    message naming the file and record."""
+    where = f"{name or path}" + (f" (record {record})" if record else "")
     try:
         with Image.open(path) as img:
             img.load()  # decode now, so truncated files fail here and not mid-batch

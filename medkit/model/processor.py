@@ -76,14 +76,17 @@ class MedGPTOssProcessor:
                                date=self.chat.date, reasoning_effort=self.chat.reasoning_effort)
         return len(rendered.input_ids)
 
-    def encode(self, sample: Sample, root: str | Path, *, for_generation: bool = False) -> EncodedSample:
+    def encode(self, sample: Sample, root: str | Path, *, for_generation: bool = False,
+               images: list | None = None) -> EncodedSample:
         """Encode a sample for training (full conversation) or for generation (prompt up to the last
-        assistant turn, which is dropped, plus the assistant header)."""
+        assistant turn, which is dropped, plus the assistant header). ``images``: the sample's images
+        already decoded (a ``datasets`` row holding image bytes); by default they are read from ``root``."""
         messages = sample.messages
         if for_generation and messages[-1]["role"] == "assistant":
             messages = messages[:-1]
         n_parts = sample.num_image_parts  # the dropped assistant turn holds no images
-        images = [load_image(p, record=sample.id) for p in resolve_image_paths(sample, root)]
+        if images is None:
+            images = [load_image(p, record=sample.id) for p in resolve_image_paths(sample, root)]
         if n_parts != len(images):
             raise PlaceholderMismatchError(
                 f"record {sample.id}: {n_parts} image placeholder(s) but {len(images)} image file(s)"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from medkit.data.leakage import LeakageReport, audit_leakage
+from medkit.data.mixture import mixture_samples
 from medkit.data.schema import Sample, read_jsonl
 from medkit.data.synthetic import TASKS
 from medkit.eval.benchmarks import all_benchmarks, load_benchmark
@@ -28,11 +29,17 @@ def corpus_training_items(corpus_dir: Path) -> list[Sample]:
 
 
 def leakage_audit(corpus_dir: str | Path, *, data_root: str | Path | None = None,
-                  limit: int | None = None) -> tuple[list[Sample], LeakageReport]:
-    """Training items of the corpus against every benchmark's items (native or synthetic)."""
+                  train_data_root: str | Path | None = None, limit: int | None = None) -> tuple[list[Sample], LeakageReport]:
+    """Training items against every benchmark's items (native under ``data_root``, else synthetic).
+
+    Training items: the Table 1 datasets present under ``train_data_root``, else the corpus's training split.
+    The report's excluded ids are what the training notebooks leave out."""
     corpus_dir = Path(corpus_dir)
     evaluation = [s for b in all_benchmarks()
                   for s in load_benchmark(b.name, data_root=data_root,
                                           corpus_dir=None if data_root else corpus_dir, limit=limit).items]
     # benchmark items carry absolute image paths, so their root is irrelevant
+    if train_data_root:
+        train, images_of = mixture_samples(train_data_root, limit=limit)
+        return audit_leakage(train, Path("/"), evaluation, Path("/"), train_images=images_of)
     return audit_leakage(corpus_training_items(corpus_dir), corpus_dir, evaluation, Path("/"))

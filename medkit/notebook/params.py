@@ -25,7 +25,9 @@ class NotebookParameters:
     profile: str = "tiny"  # tiny, paper or a profile YAML path
     seed: int = 0
     run_dir: str = "runs/notebooks"  # where every notebook of one run writes (shared between notebooks)
-    data_root: str | None = None  # native benchmark releases / training data (paper); None: synthetic
+    data_root: str | None = None  # native benchmark releases (paper); None: synthetic counterparts
+    train_data_root: str | None = None  # the Table 1 training datasets (medkit.data.mixture); None: synthetic
+    skip_missing: bool = False  # train on the Table 1 datasets present under train_data_root
     model_path: str | None = None  # a checkpoint to evaluate; None: the instruction-tuned stage of run_dir
     limit: int | None = None  # first N items per benchmark
     max_steps: int | None = None  # optimizer steps per training stage (None: the profile's)
@@ -93,7 +95,7 @@ def check_values(params: NotebookParameters) -> None:
             raise ConfigError(f"notebook parameter {name}={value!r}: must be a positive integer")
     if params.seed < 0:
         raise ConfigError(f"notebook parameter seed={params.seed!r}: must be >= 0")
-    for name in ("data_root", "model_path"):
+    for name in ("data_root", "train_data_root", "model_path"):
         value = getattr(params, name)
         if value is not None and not Path(value).exists():
             raise ConfigError(f"notebook parameter {name}={value!r}: path does not exist")

@@ -20,7 +20,7 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from medkit.chat import load_tokenizer
-from medkit.data.dataset import ConversationDataset
+from medkit.data.mixture import stage_dataset
 from medkit.model.build import image_token_id, model_config
 from medkit.model.modeling import MedGPTOssForConditionalGeneration
 from medkit.model.processor import MedGPTOssProcessor
@@ -99,8 +99,10 @@ def stage_collator(stage: StageConfig, model, tokenizer):
     return PackingCollator(tokenizer.pad_token_id, stage.max_length, model.config.text_config, model.dtype)
 
 
-def run_stage(stage: StageConfig, profile: Profile, corpus: Path, out_dir: Path, previous: Path | None,
+def run_stage(stage: StageConfig, profile: Profile, corpus: Path | None, out_dir: Path, previous: Path | None, *,
+              data_root: Path | None = None, leakage_report: Path | None = None, skip_missing: bool = False,
               **batch_overrides) -> TrainResult:
+    """Train one stage on the synthetic ``corpus`` (tiny) or the Table 1 mixture under ``data_root``."""
     from transformers import Trainer  # imported late: after the environment of the rank is set
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by the launcher before any process group exists
@@ -113,8 +115,8 @@ def run_stage(stage: StageConfig, profile: Profile, corpus: Path, out_dir: Path,
     optimizer = AdamW(optimizer_groups(model, stage), betas=(stage.adam_beta1, stage.adam_beta2),
                       eps=stage.adam_epsilon)
     processor = MedGPTOssProcessor.for_model(model.config, tokenizer, profile)
-    files = [corpus / f"{task}.jsonl" for task in stage.synthetic_tasks]
-    dataset = ConversationDataset.from_jsonl(files, processor, split="train")
+    dataset, data_report = stage_dataset(stage, processor, corpus=corpus, data_root=data_root,
+                                         leakage_report=leakage_report, skip_missing=skip_missing)
     result = TrainResult()
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=stage_collator(stage, model, tokenizer),
                       optimizers=(optimizer, None), callbacks=[LossRecorder(result)])
@@ -123,6 +125,7 @@ def run_stage(stage: StageConfig, profile: Profile, corpus: Path, out_dir: Path,
     trainer.save_model(str(out_dir / "model"))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out_dir / "model"))
+        (out_dir / "data_report.json").write_text(json.dumps(data_report.to_dict(), indent=2))
         (out_dir / "losses.json").write_text(json.dumps(result.losses))
         metrics = {**output.metrics, "resumed_from": resume, "world_size": world_size,
                    "tokens_seen": trainer.state.num_input_tokens_seen, "global_step": trainer.state.global_step}
@@ -135,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", required=True)
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--vision-schedule", default="table2", choices=["table2", "text"])
-    parser.add_argument("--corpus", type=Path, required=True)
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--corpus", type=Path, help="the synthetic corpus (tiny profile)")
+    data.add_argument("--data-root", type=Path, help="folder of the Table 1 datasets (see medkit.data.mixture)")
+    parser.add_argument("--leakage-report", type=Path, default=None, help="leakage audit JSON: its ids are excluded")
+    parser.add_argument("--skip-missing", action="store_true", help="train on the mixture's datasets that exist")
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher's
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--previous", type=Path, default=None)
     parser.add_argument("--max-steps", type=int, default=None)
@@ -148,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     stage = load_stage(a.stage, a.vision_schedule)
     if a.batching:
         stage = replace(stage, batching=a.batching)
-    run_stage(stage_for_profile(stage, profile), profile, a.corpus, a.out, a.previous,
-              max_steps=a.max_steps, per_device_batch_size=a.per_device_batch_size,
+    run_stage(stage_for_profile(stage, profile), profile, a.corpus, a.out, a.previous, data_root=a.data_root,
+              leakage_report=a.leakage_report, skip_missing=a.skip_missing, max_steps=a.max_steps, per_device_batch_size=a.per_device_batch_size,
               global_batch_size=a.global_batch_size, save_steps=a.save_steps)
     shut_down_process_group()
     return 0

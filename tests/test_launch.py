@@ -1,0 +1,114 @@
+"""Launching stages: torchrun and DeepSpeed launcher commands (one node or several), checks made before any
+rank starts, and the released-weights path end to end: compose the initial checkpoint from checkpoints in
+the released formats, then train stage 0 on a Table 1 data root through the deepspeed launcher."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from transformers import CLIPConfig, CLIPModel, GptOssForCausalLM
+
+from medkit.chat import load_tokenizer
+from medkit.cli import main
+from medkit.data.mixture import dataset_folder
+from medkit.model.build import load_model, model_config
+from medkit.profiles import get_encoder, load_profile
+from medkit.training.launch import Launch, stage_command
+
+from test_mixture import write_arrow_source, write_jsonl_source
+
+
+def test_torchrun_single_and_multi_node_commands(tmp_path):
+    one = stage_command("midtrain", profile="tiny", out=tmp_path, corpus="c", launch=Launch(nproc=2))
+    assert one[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    assert "--nnodes" not in one
+    assert one[one.index("--previous") + 1] == str(tmp_path / "pretrain" / "model")
+    multi = stage_command("pretrain", profile="tiny", out=tmp_path, data_root="/data/t1", skip_missing=True,
+                          launch=Launch(nproc=8, nnodes=4, node_rank=3, master_addr="node0", master_port=29600))
+    flags = multi[multi.index("torch.distributed.run") + 1:multi.index("medkit.training.stage_run")]
+    assert flags == ["--nproc_per_node", "8", "--nnodes", "4", "--node_rank", "3", "--master_addr", "node0",
+                     "--master_port", "29600", "-m"]
+    assert multi[multi.index("--data-root") + 1] == "/data/t1" and "--skip-missing" in multi
+    assert "--corpus" not in multi and "--previous" not in multi  # tiny stage 0 starts from random weights
+
+
+def test_deepspeed_launcher_command(tmp_path):
+    cmd = stage_command("instruct", profile="tiny", out=tmp_path, corpus="c",
+                        launch=Launch(launcher="deepspeed", nproc=8, nnodes=2, hostfile="/job/hostfile"))
+    head = cmd[cmd.index("deepspeed.launcher.runner") + 1:cmd.index("--stage")]
+    assert head == ["--num_gpus", "8", "--num_nodes", "2", "--no_local_rank", "--hostfile", "/job/hostfile",
+                    "--module", "medkit.training.stage_run"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"hostfile": "h"}, "read by the deepspeed launcher"),
+    ({"nnodes": 2}, "need --master-addr"),
+    ({"nnodes": 2, "node_rank": 2, "master_addr": "a"}, "bad launch sizes"),
+    ({"launcher": "mpirun"}, "launcher must be"),
+])
+def test_bad_launch_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Launch(**kwargs)
+
+
+def test_train_checks_data_before_launching(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["train", "--stage", "pretrain", "--data-root", str(tmp_path), "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "ROCOv2 (filtered) at" in err and "rocov2_filtered" in err
+    assert not out.exists()  # nothing started, nothing written
+
+
+def released_like_profile(tmp_path):
+    """A profile shaped like `paper` whose checkpoints are tiny models saved in the released formats."""
+    tokenizer = load_tokenizer("tiny")
+    torch.manual_seed(3)
+    GptOssForCausalLM(model_config(load_profile("tiny"), vocab_size=len(tokenizer)).text_config).save_pretrained(
+        tmp_path / "gpt-oss")
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
+    CLIPModel(CLIPConfig(vision_config=get_encoder("clip").tiny, text_config=tower)).save_pretrained(tmp_path / "clip")
+    profile = {"name": "released-like", "seed": 0,
+               "model": {"encoder": "clip", "language_model": str(tmp_path / "gpt-oss"), "tokenizer": "tiny",
+                         "encoder_path": str(tmp_path / "clip"), "dtype": "float32"},
+               "training": {"per_device_batch_size": 2, "global_batch_size": 4, "max_steps": 2,
+                            "learning_rate": {"pretrain": 1.0e-2}}}
+    path = tmp_path / "released_like.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+@pytest.mark.slow
+def test_released_weights_stage0_on_a_table1_root_through_the_deepspeed_launcher(tmp_path):
+    profile = released_like_profile(tmp_path)
+    root = tmp_path / "table1"
+    write_jsonl_source(root / dataset_folder("ROCOv2 (filtered)"), 6)
+    write_arrow_source(root / dataset_folder("Quilt-1M (filtered)"), 6)
+    out = tmp_path / "train"
+    cmd = [sys.executable, "-m", "medkit", "train", "--stage", "pretrain", "--profile", str(profile),
+           "--data-root", str(root), "--skip-missing", "--nproc", "2", "--launcher", "deepspeed",
+           "--master-port", "29533", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    assert not (out / "init" / "model.partial").exists()
+    report = json.loads((out / "pretrain" / "data_report.json").read_text())
+    assert report["records"] == 12 and report["missing"] == ["PMC-OA (filtered)",
+                                                            "BIOMEDICA (dermatology and surgery subsets)"]
+    metrics = json.loads((out / "pretrain" / "train_metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_step"] == 2
+    init, trained = (load_model(p).state_dict() for p in (out / "init" / "model", out / "pretrain" / "model"))
+    released = GptOssForCausalLM.from_pretrained(tmp_path / "gpt-oss").state_dict()
+    assert torch.equal(init["model.language_model.embed_tokens.weight"], released["model.embed_tokens.weight"])
+
+    def changed(prefix):
+        return any(not torch.equal(init[k], trained[k]) for k in init if k.startswith(prefix))
+
+    # stage 0 (Table 2): only the projector trains; the released encoder and LLM are untouched
+    assert changed("model.multi_modal_projector.")
+    assert not changed("model.vision_tower.") and not changed("model.language_model.") and not changed("lm_head.")
