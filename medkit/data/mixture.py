@@ -21,7 +21,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from itertools import islice
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
@@ -122,9 +122,10 @@ class ArrowConversationDataset(Dataset):
             raise SchemaError(f"{folder}: dataset lacks column(s) {sorted(missing)} of the conversation schema")
         # raw Arrow rows: an Image feature stays {"bytes", "path"} and is decoded here, with our errors
         self.folder, self.table, self.processor = folder, table.with_format("arrow"), processor
-        ids = table["id"]
-        self.indices = [i for i, sample_id in enumerate(ids) if sample_id not in exclude]
-        self.excluded = len(ids) - len(self.indices)
+        self.indices: Sequence[int] = range(len(table))  # no per-row list unless rows are excluded
+        if exclude:
+            self.indices = [i for i, sample_id in enumerate(table["id"]) if sample_id not in exclude]
+        self.excluded = len(table) - len(self.indices)
 
     def __len__(self) -> int:
         return len(self.indices)
