@@ -64,10 +64,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     cmd = train_command(args)  # validates the stage and the launch before any work
     if not args.data_root:
         ensure_corpus(args.corpus, seed=0)
+    # node 0 composes a released-weights profile's starting checkpoint; the other nodes only check for it
     prepare_stage(args.stage, profile=args.profile, out=args.out, vision_schedule=args.vision_schedule,
-                  **train_data(args))
+                  compose=args.node_rank == 0, **train_data(args))
     print(" ".join(cmd), flush=True)
     return subprocess.run(cmd, env=cpu_environment()).returncode
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+    from medkit.profiles import load_profile
+    from medkit.training.launch import initial_checkpoint
+
+    profile = load_profile(args.profile)
+    if profile.is_tiny:
+        raise ValueError(f"profile {args.profile!r} builds its model from configs; there is nothing to compose")
+    print(f"composed checkpoint: {initial_checkpoint(profile, args.out)}")
+    return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -209,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master-port", type=int, default=None)
     p.add_argument("--hostfile", default=None, help="deepspeed launcher: the nodes and their GPU slots")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compose", help="released encoder + GPT-oss + fresh projector, saved as stage 0's start")
+    p.add_argument("--profile", default="paper", help="a released-weights profile (paper or a YAML file)")
+    p.add_argument("--out", default="runs/train", help="written to OUT/init/model, where 'medkit train' looks")
+    p.set_defaults(func=cmd_compose)
 
     p = sub.add_parser("plan", help="per-GPU ZeRO-3 memory and GPU-hours of a stage on given hardware")
     p.add_argument("--stage", default="all", help="pretrain, midtrain, instruct or all")

@@ -112,3 +112,22 @@ def test_released_weights_stage0_on_a_table1_root_through_the_deepspeed_launcher
     # stage 0 (Table 2): only the projector trains; the released encoder and LLM are untouched
     assert changed("model.multi_modal_projector.")
     assert not changed("model.vision_tower.") and not changed("model.language_model.") and not changed("lm_head.")
+
+
+def test_compose_once_then_other_nodes_only_check(tmp_path, capsys):
+    profile = released_like_profile(tmp_path)
+    root = tmp_path / "table1"
+    write_jsonl_source(root / dataset_folder("ROCOv2 (filtered)"), 2)
+    out = tmp_path / "train"
+    node1 = ["train", "--stage", "pretrain", "--profile", str(profile), "--data-root", str(root), "--skip-missing",
+             "--nnodes", "2", "--node-rank", "1", "--master-addr", "node0", "--out", str(out)]
+    assert main(node1) == 2
+    assert "run `medkit compose --profile" in capsys.readouterr().err
+    assert not (out / "init").exists()  # a non-zero node never composes
+
+    assert main(["compose", "--profile", str(profile), "--out", str(out)]) == 0
+    composed = load_model(out / "init" / "model")
+    released = GptOssForCausalLM.from_pretrained(tmp_path / "gpt-oss")
+    assert torch.equal(composed.lm_head.weight, released.lm_head.weight)
+    assert (out / "init" / "model" / "model.safetensors").is_file()
+    assert main(["compose", "--profile", "tiny"]) == 2  # the tiny model is built, not composed

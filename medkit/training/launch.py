@@ -105,14 +105,19 @@ def initial_checkpoint(profile: Profile, out: str | Path) -> Path:
 
 def prepare_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str | Path | None = None,
                   data_root: str | Path | None = None, leakage_report: str | Path | None = None,
-                  skip_missing: bool = False, vision_schedule: str = "table2") -> None:
-    """What must hold before ranks start: the stage's data is there, the initial checkpoint exists."""
+                  skip_missing: bool = False, vision_schedule: str = "table2", compose: bool = True) -> None:
+    """What must hold before ranks start: the stage's data is there, the initial checkpoint exists
+    (composed here unless ``compose`` is off: on nodes other than node 0 of a multi-node run)."""
     stage = load_stage(stage_name, vision_schedule)
     check_stage_sources(stage, corpus=corpus, data_root=data_root, leakage_report=leakage_report,
                         skip_missing=skip_missing)
     loaded = load_profile(profile)
     if stage.init_from is None and not loaded.is_tiny:
-        initial_checkpoint(loaded, out)
+        if compose:
+            initial_checkpoint(loaded, out)
+        elif not (Path(out) / INIT_DIR / "model" / "config.json").is_file():
+            raise FileNotFoundError(f"{Path(out) / INIT_DIR / 'model'} not found: run `medkit compose --profile "
+                                    f"{profile} --out {out}` once (or start node 0 first) before the other nodes")
 
 
 def launch_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str | Path | None = None,
