@@ -28,8 +28,10 @@ $(VENV)/.installed: pyproject.toml
 	if [ -d .git ]; then $(VENV)/bin/python -m nbstripout --install; fi
 	touch $@
 
-# every notebook in order through papermill; executed copies and a summary in runs/<run id>/
+# every notebook in order through papermill; executed copies and a summary in runs/<run id>/.
+# Stamps carry the commit's date (SOURCE_DATE_EPOCH), so rerunning one commit gives byte-identical outputs.
 reproduce: $(ENV_READY)
+	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null)} \
 	$(PY) -m medkit notebooks --profile $(PROFILE) $(ARGS)
 
 test: $(ENV_READY)

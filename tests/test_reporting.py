@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -82,6 +83,19 @@ def test_published_figure2_and_table3_are_the_printed_numbers():
     assert "not printed" in to_markdown(frame)
     table3_md = to_markdown(published_table(3))
     assert re.findall(r"\d\.\d\d ± \d\.\d\d|\d,\d{3}|\b\d{3}\b", table3_md) == PRINTED["table3"]
+    assert "| OOD † |" in table3_md and "| In-context learning * |" in table3_md  # the paper's marks
+    assert "† OOD" in table3_md and "* In-context" in table3_md
+
+
+def test_table1_prints_counts_like_the_paper_and_keeps_plain_csv(tmp_path):
+    from medkit.reporting.tables import table1
+
+    written = render_table(table1(), "table1", tmp_path, STAMP)
+    markdown = written["markdown"].read_text()
+    assert "| II-Medical-Reasoning | 2,197,741 | IT |" in markdown
+    assert "(R): the dataset carries reasoning traces" in markdown
+    assert "MedTrinity (accessible),18525974,MT" in written["csv"].read_text()
+    assert "18,525,974" in written["latex"].read_text()
 
 
 # ---------------------------------------------------------------- marks
@@ -191,3 +205,27 @@ def test_stamp_is_deterministic_and_hash_is_canonical(tmp_path):
 
 def test_git_commit_falls_back_outside_git(tmp_path):
     assert git_commit(tmp_path) == UNKNOWN_COMMIT
+
+
+def test_git_commit_says_when_tracked_files_changed(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("one")
+    git("add", "a.txt")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
+    clean = git_commit(tmp_path)
+    assert len(clean) == 40 and "+dirty" not in clean
+    (tmp_path / "untracked.txt").write_text("ignored by the check")
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "a.txt").write_text("two")
+    assert git_commit(tmp_path) == clean + "+dirty"
+
+
+def test_stamp_hash_covers_table1_and_the_encoder_registry():
+    from medkit.reporting.assemble import config_files
+
+    names = {p.name for p in config_files("tiny")}
+    assert {"tiny.yaml", "encoders.yaml", "table1.yaml", "baselines.yaml", "published.yaml",
+            "pretrain.yaml"} <= names

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
+from medkit.notebook.params import NotebookParameters
 
-def loss_curve(losses: list[float], stage: str, out_stem: str | Path):
-    """Plot a stage's per-step training loss, save it as PNG, return the figure (shown inline)."""
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+def show_loss_curve(losses: list[float], stage: str, params: NotebookParameters):
+    """Draw a stage's loss curve into ``<run>/figures/loss_<stage>.png/.pdf`` (stamped) and show it inline."""
+    from IPython.display import Image
 
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
-    ax.plot(range(1, len(losses) + 1), losses, marker="o", markersize=2)
-    ax.set(xlabel="optimizer step", ylabel="training loss", title=f"{stage}: loss per step")
-    fig.tight_layout()
-    fig.savefig(out_stem.with_suffix(".png"), metadata={"Software": None})
-    plt.close(fig)
-    return fig
+    from medkit.reporting.assemble import run_stamp
+    from medkit.reporting.figures import loss_figure
+
+    paths = loss_figure(losses, stage, params.run / "figures", run_stamp(params.profile, params.seed))
+    return Image(filename=str(paths["png"]))
 
 
 def ablation_frame(results: dict) -> pd.DataFrame:

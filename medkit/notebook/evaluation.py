@@ -74,7 +74,9 @@ def compare_with_paper(params: NotebookParameters, table: str) -> pd.DataFrame:
 
 def figure2_of_run(params: NotebookParameters) -> dict[str, Path]:
     """Figure 2 with this run's report metrics beside the paper's printed bars (under the run folder)."""
+    from medkit.reporting.assemble import run_stamp
     from medkit.reporting.figures import figure2
     from medkit.reporting.tables import results_frame
 
-    return figure2(params.run / "figures", fresh=results_frame(params.run / "eval", "figure2"))
+    return figure2(params.run / "figures", fresh=results_frame(params.run / "eval", "figure2"),
+                   stamp=run_stamp(params.profile, params.seed))

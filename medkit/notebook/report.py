@@ -15,6 +15,14 @@ def assemble_all(params: NotebookParameters) -> Assembled:
                     stamp=run_stamp(params.profile, params.seed))
 
 
+def figure1_of_run(params: NotebookParameters) -> dict[str, Path]:
+    """Figure 1 from this run's ablation results, stamped, under the run folder."""
+    from medkit.reporting.figures import figure1
+
+    return figure1(params.run / "ablation" / "results.json", params.run / "figures",
+                   stamp=run_stamp(params.profile, params.seed))
+
+
 def show_output(done: Assembled, name: str):
     """A written table (its Markdown, marks and stamp included) or figure (PNG) inline, or why it is missing."""
     from IPython.display import Image, Markdown

@@ -63,10 +63,13 @@ def stamp_date() -> str:
 
 
 def config_files(profile: str) -> list[Path]:
-    """The configs every output depends on: the profile, the stage configs, the ablation, the published data."""
+    """The configs every output depends on: the profile, the encoder registry, Table 1, the stage configs,
+    the ablation, the baselines and the published data."""
     profile_path = CONFIG_DIR / "profiles" / f"{profile}.yaml" if profile in PROFILE_NAMES else Path(profile)
     ablation = CONFIG_DIR / "ablation" / (f"{profile}.yaml" if profile in PROFILE_NAMES else "paper.yaml")
-    return [profile_path, *sorted((CONFIG_DIR / "stages").glob("*.yaml")), ablation, CONFIG_DIR / "published.yaml"]
+    return [profile_path, CONFIG_DIR / "encoders.yaml", CONFIG_DIR / "datasets" / "table1.yaml",
+            *sorted((CONFIG_DIR / "stages").glob("*.yaml")), ablation, CONFIG_DIR / "baselines.yaml",
+            CONFIG_DIR / "published.yaml"]
 
 
 def run_stamp(profile: str, seed: int, date: str | None = None) -> Stamp:

@@ -140,3 +140,16 @@ def figure2(out_dir: str | Path, fresh: pd.DataFrame | None = None, stamp: Stamp
 
 def _labelled(ax, label: str) -> bool:
     return label in ax.get_legend_handles_labels()[1]
+
+
+# ---------------------------------------------------------------- training loss curves (notebooks 03-05)
+
+def loss_figure(losses: list[float], stage: str, out_dir: str | Path, stamp: Stamp | None = None) -> dict[str, Path]:
+    """A stage's per-step training loss as ``loss_<stage>.png/.pdf``."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.0, 3.2))
+        ax.plot(range(1, len(losses) + 1), losses, marker="o", markersize=2)
+        ax.set(xlabel="optimizer step", ylabel="training loss", title=f"{stage}: training loss per step")
+        _caption(fig, f"{len(losses)} logged steps.", stamp)
+        fig.tight_layout(rect=(0, 0.12, 1, 1))
+        return _save(fig, out_dir, f"loss_{stage}", stamp)

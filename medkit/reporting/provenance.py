@@ -50,16 +50,22 @@ def config_hash(configs: Any) -> str:
     return hashlib.sha256(canonical_json(configs).encode("utf-8")).hexdigest()
 
 
-def git_commit(repo: str | Path | None = None) -> str:
-    """HEAD of the checkout holding ``repo`` (default: this package), or :data:`UNKNOWN_COMMIT`."""
-    folder = Path(repo) if repo is not None else Path(__file__).resolve().parent
+def _git(folder: Path, *args: str) -> str | None:
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
-                              timeout=10, check=False)
+        done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_commit(repo: str | Path | None = None) -> str:
+    """HEAD of the checkout holding ``repo`` (default: this package), with ``+dirty`` when tracked files
+    differ from it (the code that ran is then not exactly that commit), or :data:`UNKNOWN_COMMIT`."""
+    folder = Path(repo) if repo is not None else Path(__file__).resolve().parent
+    commit = _git(folder, "rev-parse", "HEAD")
+    if not commit:
         return UNKNOWN_COMMIT
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and commit else UNKNOWN_COMMIT
+    return commit + "+dirty" if _git(folder, "status", "--porcelain", "--untracked-files=no") else commit
 
 
 def make_stamp(profile: str, configs: Any = None, seed: int | None = None, date: str | None = None,

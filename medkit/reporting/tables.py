@@ -39,13 +39,13 @@ def is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def format_cell(value: Any, decimals: int, missing: str = NOT_RUN) -> str:
+def format_cell(value: Any, decimals: int, missing: str = NOT_RUN, thousands: bool = False) -> str:
     if isinstance(value, str):
         return value
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return missing
     if isinstance(value, numbers.Integral):
-        return str(value)
+        return f"{value:,}" if thousands else str(value)
     return f"{value:.{decimals}f}"
 
 
@@ -85,8 +85,10 @@ def _labels(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
 def _cells(frame: pd.DataFrame, wrap: dict[str | None, str]) -> list[list[str]]:
     decimals = frame.attrs.get("decimals", 2)
     missing = frame.attrs.get("missing", NOT_RUN)
+    thousands = frame.attrs.get("thousands", False)  # printed like the paper; the CSV keeps plain integers
     return [
-        [wrap[mark].format(format_cell(v, decimals, missing)) if is_number(v) else format_cell(v, decimals, missing)
+        [wrap[mark].format(format_cell(v, decimals, missing, thousands)) if is_number(v)
+         else format_cell(v, decimals, missing, thousands)
          for v, mark in zip(row, marks)]
         for row, marks in zip(frame.itertuples(index=False), frame_marks(frame))
     ]
@@ -169,7 +171,9 @@ def table1() -> pd.DataFrame:
     from medkit.data.registry import table1_frame
 
     frame = table1_frame().set_index("Modality")
-    frame.attrs.update(caption="Training datasets of MedGPT-OSS (paper Table 1).", rank=False)
+    frame.attrs.update(caption="Training datasets of MedGPT-OSS (paper Table 1).", rank=False, thousands=True,
+                       footnotes=["PT: pretraining; MT: mid-training; IT: instruction tuning; "
+                                  "(R): the dataset carries reasoning traces."])
     return frame
 
 
@@ -178,7 +182,8 @@ def table2() -> pd.DataFrame:
 
     frame = pd.DataFrame(table2_rows(load_curriculum()), columns=["Hyperparameter", "Value"]).set_index("Hyperparameter")
     frame.attrs.update(caption="Default hyperparameters, rendered from the stage configs (paper Table 2).",
-                       rank=False)
+                       rank=False, footnotes=["The paper gives the warmup ratio as a range (0.01-0.03) with no "
+                                              "value per stage; the stage configs use 0.03."])
     return frame
 
 
