@@ -131,3 +131,14 @@ def test_compose_once_then_other_nodes_only_check(tmp_path, capsys):
     assert torch.equal(composed.lm_head.weight, released.lm_head.weight)
     assert (out / "init" / "model" / "model.safetensors").is_file()
     assert main(["compose", "--profile", "tiny"]) == 2  # the tiny model is built, not composed
+
+
+def test_progress_follows_the_trainer_log_lines_and_keeps_the_tail(capsys):
+    from medkit.training.launch import run_with_progress
+
+    script = ("print(\"{'loss': '7.6', 'grad_norm': '1.0'}\"); print('noise'); print(\"{'loss': 5.25}\"); "
+              "print(\"{'train_runtime': '2.9'}\"); import sys; sys.exit(3)")
+    code, tail = run_with_progress([sys.executable, "-c", script], desc="pretrain", total=2)
+    assert code == 3 and tail[-1] == "{'train_runtime': '2.9'}\n" and len(tail) == 4
+    bar = capsys.readouterr().err
+    assert "pretrain: 100%" in bar and "2/2" in bar and "loss=5.25" in bar

@@ -10,9 +10,11 @@ checkpoint (released encoder + GPT-oss + fresh projector) is composed once into 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +25,7 @@ from medkit.training.deepspeed_setup import cpu_environment
 from medkit.training.stages import load_stage
 
 INIT_DIR = "init"  # OUT/init/model: the composed starting checkpoint of a released-weights profile
+TRAINER_LOSS_LINE = re.compile(r"^\{'loss': '?([0-9.eE+-]+|nan)")  # transformers' per-step log line
 
 
 @dataclass(frozen=True)
@@ -124,11 +127,30 @@ def launch_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str 
                  data_root: str | Path | None = None, leakage_report: str | Path | None = None,
                  skip_missing: bool = False, launch: Launch = Launch(), max_steps: int | None = None,
                  **kwargs) -> list[float]:
-    """Run the stage to completion and return its per-step losses; a failure raises with the log tail."""
+    """Run the stage to completion with a progress bar over its optimizer steps and return its per-step
+    losses; a failure raises with the tail of the ranks' log."""
     data = dict(corpus=corpus, data_root=data_root, leakage_report=leakage_report, skip_missing=skip_missing)
     cmd = stage_command(stage_name, profile=profile, out=out, launch=launch, max_steps=max_steps, **data, **kwargs)
     prepare_stage(stage_name, profile=profile, out=out, vision_schedule=kwargs.get("vision_schedule", "table2"), **data)
-    done = subprocess.run(cmd, env=cpu_environment(), capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"stage {stage_name} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    steps = max_steps or load_profile(profile).training.max_steps  # None: one epoch of unknown length
+    code, tail = run_with_progress(cmd, desc=stage_name, total=steps)
+    if code:
+        raise RuntimeError(f"stage {stage_name} failed (exit {code}):\n" + "".join(tail))
     return json.loads((Path(out) / stage_name / "losses.json").read_text())
+
+
+def run_with_progress(cmd: list[str], *, desc: str, total: int | None) -> tuple[int, list[str]]:
+    """Run the launcher, advancing a bar on each step the Trainer logs (``{'loss': ...}`` lines, rank 0);
+    returns the exit code and the last lines of output."""
+    from tqdm.auto import tqdm
+
+    tail: deque[str] = deque(maxlen=60)
+    with tqdm(total=total, desc=desc, unit="step") as bar, subprocess.Popen(
+            cmd, env=cpu_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            tail.append(line)
+            logged = TRAINER_LOSS_LINE.match(line)
+            if logged:
+                bar.update(1)
+                bar.set_postfix(loss=logged.group(1))
+    return proc.returncode, list(tail)
