@@ -1,14 +1,16 @@
 """Baseline adapters: strict specs, message building, offline prompt rendering and a tiny real generate.
 
-No hub files are used: the processor is a real Qwen2-VL processor built locally around medkit's tiny
-tokenizer with a fixture chat template in the Qwen2.5-VL family's structure, and the model is a randomly
-initialised tiny Qwen2-VL.
+No hub files are used: the processors are real Qwen2-VL and Gemma 3 processors built locally around
+medkit's tiny tokenizer with fixture chat templates written in each model family's structure, and the
+model is a randomly initialised tiny Qwen2-VL (or a stand-in that records its generate call).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,11 +20,21 @@ from PIL import Image
 from medkit.config import ConfigError
 from medkit.data.schema import Sample
 from medkit.eval import baselines as bl
+from medkit.eval.adapters import weights_fingerprint
+from medkit.eval.benchmarks.prompts import MC_CONSTRAINT, SYSTEM_VQA, mc_messages
 from medkit.eval.generation import DecodeSettings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "baselines"
 QWEN_SPECIAL = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]
+GEMMA_IMAGE_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                      "image_token": "<image_soft_token>"}
 EXPECTED = ["octomed-7b", "hulu-med-32b", "lingshu-32b", "medgemma-27b", "qoq-med-32b"]
+# The chat-template family each spec in baselines.yaml names (its base model); Hulu-Med's processor is remote code.
+TEMPLATE_FAMILY = {"octomed-7b": "qwen2.5-vl", "lingshu-32b": "qwen2.5-vl", "qoq-med-32b": "qwen2.5-vl",
+                   "medgemma-27b": "gemma3"}
+REMOTE_CODE = {"hulu-med-32b"}
+OPTIONS = {"A": "Pulmonary embolism", "B": "Pneumonia", "C": "Gout", "D": "Hepatitis B"}
+QUESTION = "Which finding is shown?"
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -47,7 +59,13 @@ def mc_sample(sample_id: str = "s1", images: tuple[str, ...] = ("a.png", "b.png"
     return Sample(id=sample_id, messages=messages, images=list(images))
 
 
-def tiny_qwen_processor():
+def benchmark_sample(sample_id: str, images: tuple[str, ...]) -> Sample:
+    """A multiple-choice item as the benchmark prompts build it, with its answer turn."""
+    messages = mc_messages(QUESTION, OPTIONS, system=SYSTEM_VQA, n_images=len(images))
+    return Sample(id=sample_id, messages=[*messages, {"role": "assistant", "content": "B"}], images=list(images))
+
+
+def tiny_qwen_processor(template: str = "qwen_like_chat_template.jinja"):
     from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen2VLProcessor
 
     from medkit.chat.tokenizer import TINY_TOKENIZER_DIR
@@ -63,8 +81,23 @@ def tiny_qwen_processor():
     tokenizer.pad_token = "<|im_end|>"
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16, patch_size=14,
                                             merge_size=2, temporal_patch_size=2)
-    template = (FIXTURES / "qwen_like_chat_template.jinja").read_text()
-    return NoVideoProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+    return NoVideoProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                            chat_template=(FIXTURES / template).read_text())
+
+
+def tiny_gemma_processor():
+    from transformers import Gemma3ImageProcessor, Gemma3Processor, PreTrainedTokenizerFast
+
+    from medkit.chat.tokenizer import TINY_TOKENIZER_DIR
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(TINY_TOKENIZER_DIR, extra_special_tokens=GEMMA_IMAGE_TOKENS)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
+    return Gemma3Processor(image_processor=Gemma3ImageProcessor(size={"height": 28, "width": 28}), tokenizer=tokenizer,
+                           image_seq_length=3, chat_template=(FIXTURES / "gemma3_chat_template.jinja").read_text())
+
+
+def family_processor(family: str):
+    return tiny_gemma_processor() if family == "gemma3" else tiny_qwen_processor("qwen2_5_vl_chat_template.jinja")
 
 
 def tiny_qwen_model(tokenizer):
@@ -224,6 +257,137 @@ def test_image_settings_reach_the_processor(image_root: Path):
     assert counts[0] < counts[1]
 
 
+# ---------------------------------------------------------------- every baseline's prompt, offline
+
+def test_every_baseline_has_an_offline_prompt_check():
+    assert set(TEMPLATE_FAMILY) | REMOTE_CODE == set(bl.load_specs())
+
+
+def prompt_opening(family: str, system: str, bos: str) -> str:
+    if family == "gemma3":  # Gemma 3 has no system turn: the system text opens the first user turn
+        return f"{bos}<start_of_turn>user\n{system}\n\n"
+    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n"
+
+
+GENERATION_PROMPT = {"gemma3": "<start_of_turn>model\n", "qwen2.5-vl": "<|im_start|>assistant\n"}
+IMAGE_MARKER = {"gemma3": "<start_of_image>", "qwen2.5-vl": "<|vision_start|>"}
+
+
+def image_colours(batch, family: str, patch_values: int = 2 * 14 * 14) -> list[int]:
+    """Dominant colour channel of each image the processor received, in order."""
+    pixels = batch["pixel_values"]
+    if family == "gemma3":  # (images, channels, height, width)
+        return [int(image.mean(dim=(1, 2)).argmax()) for image in pixels]
+    # Qwen: one row of patches per grid cell, each row channel-major (channel, time, patch, patch)
+    sizes = [t * h * w for t, h, w in batch["image_grid_thw"].tolist()]
+    return [int(rows.reshape(len(rows), 3, patch_values).mean(dim=(0, 2)).argmax())
+            for rows in torch.split(pixels, sizes)]
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATE_FAMILY))
+def test_prompt_is_rendered_by_the_processors_chat_template(name: str, image_root: Path, monkeypatch):
+    spec, family = bl.get_spec(name), TEMPLATE_FAMILY[name]
+    processor = family_processor(family)
+    calls = []
+    render = processor.apply_chat_template
+    def spy(conversations, **kwargs):
+        calls.append(json.loads(json.dumps(kwargs)))  # a copy: transformers adds to processor_kwargs
+        return render(conversations, **kwargs)
+
+    monkeypatch.setattr(processor, "apply_chat_template", spy)
+    adapter = bl.HFChatAdapter(spec, model=object(), processor=processor)
+    items = [(benchmark_sample("s1", ("a.png", "b.png")), image_root), (benchmark_sample("s2", ("c.png",)), image_root)]
+    batch = adapter.encode(items)
+    (kwargs,) = calls
+    assert kwargs["add_generation_prompt"] is True and kwargs["tokenize"] is True
+    assert kwargs["processor_kwargs"] == {"padding": True, **spec.image.processor_kwargs()}
+    assert image_colours(batch, family) == [0, 1, 2]  # a.png red, b.png green (item 1), c.png blue (item 2)
+    system = bl.merged_system_prompt(spec.system_prompt, [SYSTEM_VQA])
+    if spec.system_prompt:
+        assert system.startswith(spec.system_prompt)
+    tokenizer = processor.tokenizer
+    for row, mask, n_images in zip(batch["input_ids"], batch["attention_mask"], (2, 1)):
+        text = tokenizer.decode(row[mask.bool()])
+        assert text.startswith(prompt_opening(family, system, tokenizer.bos_token or ""))
+        assert text.endswith(GENERATION_PROMPT[family])
+        assert text.count(IMAGE_MARKER[family]) == n_images
+        option_lines = [f"{letter}. {option}" for letter, option in OPTIONS.items()]
+        texts = [QUESTION, *option_lines, MC_CONSTRAINT]
+        positions = [text.rindex(IMAGE_MARKER[family]), *(text.index(x) for x in texts)]
+        assert positions == sorted(positions)  # images first, then the question, options and constraint
+        assert GENERATION_PROMPT[family] + "B" not in text  # the answer turn is dropped
+
+
+class RecordingModel:
+    """Stands in for the weights: records generate's kwargs and appends a fixed completion."""
+
+    device = torch.device("cpu")
+    dtype = torch.float32
+    generation_config = None
+
+    def __init__(self, completion_ids: list[int]):
+        self.completion = torch.tensor([completion_ids])
+        self.calls: list[dict] = []
+
+    def generate(self, **kwargs):
+        self.calls.append(kwargs)
+        return torch.cat([kwargs["input_ids"], self.completion.expand(len(kwargs["input_ids"]), -1)], dim=1)
+
+
+COMPLETION = "<think>the left base</think><answer>B</answer>"
+EXTRACTED = {"plain": COMPLETION, "strip_think": "<answer>B</answer>", "think_answer": "B"}
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATE_FAMILY))
+def test_generate_uses_the_specs_decoding_and_extraction(name: str, image_root: Path):
+    spec = bl.get_spec(name)
+    processor = family_processor(TEMPLATE_FAMILY[name])
+    model = RecordingModel(processor.tokenizer.encode(COMPLETION, add_special_tokens=False))
+    adapter = bl.HFChatAdapter(spec, model=model, processor=processor)
+    items = [(benchmark_sample("s1", ("a.png", "b.png")), image_root), (benchmark_sample("s2", ("c.png",)), image_root)]
+    completions = adapter.generate(items, DecodeSettings(max_new_tokens=7, batch_size=2))
+    (call,) = model.calls
+    assert call["do_sample"] is False and call["use_cache"] is True
+    assert call["max_new_tokens"] == spec.max_new_tokens
+    assert all(call[k] == v for k, v in spec.generation_kwargs.items())
+    assert not {"temperature", "top_p", "top_k"} & set(call)
+    assert [c.final for c in completions] == [EXTRACTED[spec.answer_extraction]] * 2
+
+
+def test_hulu_med_messages_for_its_remote_processor(image_root: Path):
+    spec = bl.get_spec("hulu-med-32b")
+    assert spec.system_prompt is None and spec.trust_remote_code
+    adapter = bl.HFChatAdapter(spec, model=object(), processor=object())
+    messages = adapter.build_messages(benchmark_sample("s1", ("a.png", "b.png")), image_root)
+    assert [m["role"] for m in messages] == ["system", "user"]  # answer turn dropped
+    assert messages[0]["content"] == [{"type": "text", "text": SYSTEM_VQA}]
+    parts = messages[1]["content"]
+    assert [p["type"] for p in parts] == ["image", "image", "text"]
+    assert [p["image"].getpixel((0, 0)) for p in parts[:2]] == [(255, 0, 0), (0, 255, 0)]
+    assert parts[2]["text"].startswith(QUESTION) and parts[2]["text"].endswith(MC_CONSTRAINT)
+    assert all(f"{letter}. {option}" in parts[2]["text"] for letter, option in OPTIONS.items())
+    assert bl.image_processor_config(object()) is None  # a custom processor without a separate image processor
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_trust_remote_code_is_requested_only_for_hulu_med(name: str, tmp_path: Path, monkeypatch):
+    import transformers
+
+    calls = []
+
+    def from_pretrained(source, **kwargs):
+        calls.append(kwargs)
+        return SimpleNamespace(tokenizer=SimpleNamespace(padding_side="right"), generation_config=None,
+                               eval=lambda: None)
+
+    for cls in ("AutoProcessor", "AutoModelForCausalLM", "AutoModelForImageTextToText"):
+        monkeypatch.setattr(getattr(transformers, cls), "from_pretrained", from_pretrained)
+    adapter = bl.load_baseline(name, local_path=tmp_path)
+    _ = adapter.processor, adapter.model
+    assert len(calls) == 2
+    assert [c["trust_remote_code"] for c in calls] == [name in REMOTE_CODE] * 2
+
+
 # ------------------------------------------------------------------------------------------ fingerprint
 
 def test_fingerprint_tracks_revision_image_settings_and_template():
@@ -238,6 +402,60 @@ def test_fingerprint_tracks_revision_image_settings_and_template():
     assert pinned != base and resized != base
     processor.chat_template += " "
     assert bl.HFChatAdapter(spec, model=model, processor=processor).fingerprint() != base
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def save_tiny_checkpoint(folder: Path):
+    processor = tiny_qwen_processor()
+    model = tiny_qwen_model(processor.tokenizer)
+    model.save_pretrained(folder)
+    return model, processor
+
+
+def test_fingerprint_records_the_loaded_weights_commit_and_image_processor(tmp_path: Path):
+    plain, snapshot = tmp_path / "plain", tmp_path / "models--org--tiny" / "snapshots" / COMMIT
+    model, processor = save_tiny_checkpoint(plain)
+    model.save_pretrained(snapshot)
+    spec = bl.get_spec("lingshu-32b")
+    adapter = bl.HFChatAdapter(spec, processor=processor, local_path=plain)
+    first = adapter.fingerprint()
+    assert adapter._model is None  # the safetensors files are hashed without loading the weights
+    assert first["resolved_commit"] is None  # a plain local folder is not a hub snapshot
+    assert first["weights_sha256"] == weights_fingerprint(model, plain) != weights_fingerprint(model, None)
+    from_snapshot = bl.HFChatAdapter(spec, processor=processor, local_path=snapshot).fingerprint()
+    assert from_snapshot["resolved_commit"] == COMMIT and from_snapshot["weights_sha256"] == first["weights_sha256"]
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    model.save_pretrained(tmp_path / "other")
+    other = bl.HFChatAdapter(spec, processor=processor, local_path=tmp_path / "other").fingerprint()
+    assert other["weights_sha256"] != first["weights_sha256"]
+    # the image processor's own settings, beyond the spec's min/max pixels, are in the key
+    image = first["image_processor"]
+    assert image["config"]["size"] == {"longest_edge": 28 * 28 * 16, "shortest_edge": 28 * 28 * 4}
+    assert image["config"]["patch_size"] == 14 and image["class"].startswith("Qwen2VLImageProcessor")
+    assert json.loads(json.dumps(image)) == image
+    processor.image_processor._processor_class = "SomethingElse"  # how it was loaded does not count
+    assert bl.HFChatAdapter(spec, processor=processor, local_path=plain).fingerprint() == first
+    processor.image_processor.image_mean = (0.5, 0.5, 0.5)
+    assert bl.HFChatAdapter(spec, processor=processor, local_path=plain).fingerprint() != first
+
+
+def test_fingerprint_resolves_the_hub_revision_from_the_cache(tmp_path: Path, monkeypatch):
+    import huggingface_hub
+
+    repo = tmp_path / "hub" / "models--org--tiny"
+    model, processor = save_tiny_checkpoint(repo / "snapshots" / COMMIT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    adapter = bl.HFChatAdapter(spec_named("lingshu-32b", hub_id="org/tiny"), processor=processor)
+    fingerprint = adapter.fingerprint()
+    assert fingerprint["revision"] is None and fingerprint["resolved_commit"] == COMMIT
+    assert fingerprint["weights_sha256"] == weights_fingerprint(model, repo / "snapshots" / COMMIT)
+    assert adapter._model is None
+    assert adapter._pretrained_kwargs()["revision"] == COMMIT  # later loads are pinned to that snapshot
 
 
 # --------------------------------------------------------------------------------------- offline loading

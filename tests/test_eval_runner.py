@@ -103,6 +103,34 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, corpus, ad
             store_lines(tmp_path / "cut", a["benchmark"]), key=key)
 
 
+def test_store_lines_keep_the_parsed_answer_and_correctness_at_generation(tmp_path, corpus, adapter):
+    from medkit.eval.scoring import score_mc
+
+    run_eval(adapter, request(tmp_path, corpus), progress=False)
+    items = {s.id: s for s in load_benchmark("medqa", corpus_dir=corpus, limit=6).items}
+    for line in store_lines(tmp_path, "medqa"):
+        assert set(line) == {"id", "prompt_hash", "raw", "final", "parsed", "correct"}
+        sample = items[line["id"]]
+        expected = score_mc(line["final"], sample.meta["options"], sample.meta["answer"])
+        assert (line["parsed"], line["correct"]) == (expected.parsed, expected.correct)
+    for line in store_lines(tmp_path, "mimic_cxr_report"):
+        assert (line["parsed"], line["correct"]) == (None, None)
+
+
+def test_rescoring_recomputes_from_raw_and_final_not_the_stored_scores(tmp_path, corpus, adapter):
+    first = run_eval(adapter, request(tmp_path, corpus, benchmarks=["medqa"]), progress=False)
+    (path,) = (tmp_path / "predictions").glob("*/medqa/*.jsonl")
+    lines = store_lines(tmp_path, "medqa")
+    tampered = [{**line, "parsed": "J", "correct": not line["correct"]} for line in lines]
+    path.write_text("".join(json.dumps(line) + "\n" for line in tampered))
+    again = run_eval(DiesAfter(adapter, 0), request(tmp_path, corpus, benchmarks=["medqa"], resume=True),
+                     generate=False, progress=False)
+    assert again[0]["metrics"] == first[0]["metrics"]
+    assert store_lines(tmp_path, "medqa") == tampered  # rescoring writes results, never the store
+    rows = json.loads((tmp_path / "results" / adapter.name / "medqa.items.json").read_text())
+    assert all(row["parsed"] != "J" for row in rows)
+
+
 def test_rescoring_never_calls_the_model(tmp_path, corpus, adapter):
     first = run_eval(adapter, request(tmp_path, corpus), progress=False)
     again = run_eval(DiesAfter(adapter, 0), request(tmp_path, corpus, resume=True), generate=False, progress=False)

@@ -278,12 +278,18 @@ def test_parse_final():
     # Constrained / recipient headers still parse; the last final message wins.
     two_finals = "<|channel|>final<|message|>a<|end|><|start|>assistant<|channel|>final <|constrain|>json<|message|>{}"
     assert parse_final(two_finals) == "{}"
-    # No final channel: the last message, unless it is reasoning; no message at all gives "".
-    assert parse_final("<|message|>C<|return|>") == "C"
-    assert parse_final("<|channel|>commentary<|message|>note<|end|>") == "note"
+    # Only the final channel is scored: without a final-channel message the answer is "".
+    assert parse_final("<|message|>C<|return|>") == ""
+    assert parse_final("<|channel|>commentary<|message|>note<|end|>") == ""
+    tool_note = "<|channel|>analysis<|message|>why<|end|><|start|>assistant<|channel|>commentary<|message|>B"
+    assert parse_final(tool_note) == ""
     assert parse_final("<|channel|>analysis<|message|>still thinking about A") == ""
+    assert parse_final("<|channel|>fin<|message|>B<|return|>") == ""  # garbled header
     assert parse_final("B") == ""
     assert parse_final("") == ""
+    # a final message after commentary still wins
+    after_note = "<|channel|>commentary<|message|>note<|end|><|start|>assistant<|channel|>final<|message|>A"
+    assert parse_final(after_note) == "A"
 
 
 def test_parse_final_reads_token_ids(tok):

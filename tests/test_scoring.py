@@ -74,6 +74,15 @@ GOLDEN = [
     ("C. Pulmonary embolism", None),
     ("Answer: C. Pulmonary embolism", None),
     ("The answer is B. The answer is C.", None),
+    ("B\n\nC", None),
+    ("B C", None),
+    ("(A)\n(D)", None),
+    ("The answer is B or C", None),
+    ("Answer: (A)/(D)", None),
+    # an answer statement wins over an earlier hedge-looking phrase that is not the answer
+    ("Both A and B are wrong; the answer is C", "C"),
+    ("A or B? The answer is D.", "D"),
+    ("B\n\nB", "B"),
     ("e.g. pneumonia or gout", None),
     ("B-cell lymphoma is likely", None),
     ("C-reactive protein is raised", None),
@@ -105,12 +114,40 @@ def test_empty_options_raise():
         extract_choice("B", {})
 
 
-def test_lenient_maps_unparsed_output_to_the_nearest_option():
-    assert lenient_choice("B", OPTIONS) == "B"  # strict wins when it parses
-    assert lenient_choice("most consistent with gout given the crystals", OPTIONS) == "C"
-    assert lenient_choice("a pulmonary embolus is present", OPTIONS) == "A"
-    assert lenient_choice("I cannot answer", OPTIONS) is not None
-    assert lenient_choice("   ", OPTIONS) is None
+LENIENT_GOLDEN = [
+    # strict wins when it parses
+    ("B", "B"),
+    ("C. Gout", "C"),
+    ("Both A and B are wrong; the answer is C", "C"),
+    # else the first valid letter the output names, never an option it did not name (D "Hepatitis B")
+    ("A or B", "A"),
+    ("A and C", "A"),
+    ("AB", "A"),
+    ("Answer: BC", "B"),
+    ("The answer is B or C", "B"),
+    ("**B** or **C**", "B"),
+    ("B\n\nC", "B"),
+    ("(C)/(A)", "C"),
+    ("Option C is likely, not A", "C"),
+    ("E or B", "B"),  # E is not an option
+    ("The answer is B. The answer is C.", "B"),
+    # letters inside option texts are not mentions: the nearest option text decides
+    ("likely hepatitis B given the serology", "D"),
+    ("most consistent with gout given the crystals", "C"),
+    ("a pulmonary embolus is present", "A"),
+    ("A pulmonary embolus is present", "A"),  # the article, not option A's letter
+    ("   ", None),
+]
+
+
+@pytest.mark.parametrize("output, expected", LENIENT_GOLDEN)
+def test_lenient_golden_table(output, expected):
+    assert lenient_choice(output, OPTIONS) == expected
+
+
+def test_lenient_maps_any_nonempty_output_to_an_option():
+    assert lenient_choice("I cannot answer", OPTIONS) in OPTIONS
+    assert lenient_choice("E", OPTIONS) in OPTIONS
 
 
 def test_score_mc_statuses():
@@ -119,6 +156,8 @@ def test_score_mc_statuses():
     unparsed = score_mc("probably pneumonia, maybe gout", OPTIONS, "B")
     assert (unparsed.parsed, unparsed.correct, unparsed.status) == (None, False, "unparsed")
     assert unparsed.lenient in OPTIONS
+    hedge = score_mc("A or B", OPTIONS, "A")
+    assert (hedge.status, hedge.lenient, hedge.lenient_correct) == ("unparsed", "A", True)
 
 
 def test_score_mc_rejects_an_answer_outside_the_options():

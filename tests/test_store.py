@@ -59,3 +59,25 @@ def test_duplicate_ids_and_changed_prompts_are_errors(tmp_path):
         store.read()
     with pytest.raises(StoreError, match="prompt"):
         check_prompt(preds("a")[0], "other", "medqa")
+
+
+def test_lines_hold_id_prompt_hash_raw_parsed_answer_and_correctness(tmp_path):
+    store = PredictionStore(tmp_path, "medqa", KEY)
+    store.open(resume=False)
+    mc = Prediction("q1", "h1", "<|channel|>final<|message|>B<|return|>", "B", parsed="B", correct=True)
+    unparsed = Prediction("q2", "h2", "<|channel|>final<|message|>A or B<|return|>", "A or B", None, False)
+    report = Prediction("r1", "h3", "<|channel|>final<|message|>No acute findings.<|return|>", "No acute findings.")
+    store.append([mc, unparsed, report])
+    lines = [json.loads(line) for line in store.path.read_text().splitlines()]
+    assert lines[0] == {"id": "q1", "prompt_hash": "h1", "raw": mc.raw, "final": "B", "parsed": "B", "correct": True}
+    assert (lines[1]["parsed"], lines[1]["correct"]) == (None, False)
+    assert (lines[2]["parsed"], lines[2]["correct"]) == (None, None)  # free text: no per-item answer to parse
+    assert store.read() == {"q1": mc, "q2": unparsed, "r1": report}
+
+
+def test_lines_written_before_parsed_and_correct_existed_still_read(tmp_path):
+    store = PredictionStore(tmp_path, "medqa", KEY)
+    store.open(resume=False)
+    old = {"id": "a", "prompt_hash": "ha", "raw": "<|channel|>final<|message|>C<|return|>", "final": "C"}
+    store.path.write_text(json.dumps(old) + "\n")
+    assert store.read() == {"a": Prediction("a", "ha", old["raw"], "C", None, None)}

@@ -285,20 +285,15 @@ def parse_final(completion: str | Sequence[int], tokenizer: PreTrainedTokenizerB
     """The answer in a generated completion: the content of its last ``final``-channel message.
 
     ``completion`` is text decoded with special tokens kept, or token ids (then ``tokenizer`` is
-    required). The analysis channel is never returned as the answer. Without a final channel (a garbled
-    header, or generation cut off) the content of the last message is returned unless that message is
-    on the analysis channel, in which case, as for text with no ``<|message|>`` at all, the result is
-    "". Content is returned verbatim, up to the first closing token (``<|end|>``, ``<|return|>``,
-    ``<|call|>``, ``<|start|>``, ``<|endoftext|>``) or the end of the text.
+    required). Only the final channel is ever the answer: without a final-channel message (analysis or
+    commentary only, a message with no channel, a garbled header, generation cut off before the final
+    channel, or no ``<|message|>`` at all) the result is "". Content is returned verbatim, up to the
+    first closing token (``<|end|>``, ``<|return|>``, ``<|call|>``, ``<|start|>``, ``<|endoftext|>``)
+    or the end of the text.
     """
     if not isinstance(completion, str):
         if tokenizer is None:
             raise ValueError("parse_final needs the tokenizer to read token ids")
         completion = tokenizer.decode(list(completion), skip_special_tokens=False)
-    messages = [(m["channel"], m["content"]) for m in _COMPLETION_MESSAGE.finditer(completion)]
-    finals = [content for channel, content in messages if channel == "final"]
-    if finals:
-        return finals[-1]
-    if messages and messages[-1][0] != "analysis":
-        return messages[-1][1]
-    return ""
+    finals = [m["content"] for m in _COMPLETION_MESSAGE.finditer(completion) if m["channel"] == "final"]
+    return finals[-1] if finals else ""

@@ -7,6 +7,12 @@ processor's chat template, decodes greedily in left-padded batches with the KV c
 new tokens. Weights are loaded lazily (on the first ``generate``); the processor and generation config are
 loaded on the first ``fingerprint`` too, because the chat template is part of the prediction-store key.
 
+The fingerprint records what is actually loaded, not only what the spec asks for: the hub commit the
+revision resolved to (read off the cache snapshot; None for a plain local folder), the sha256 of the
+checkpoint's safetensors files (the weights are fetched into the cache if it lacks them) and the image
+processor's own config. Hub loads are pinned to that commit, so the processor, generation config and
+weights all come from the snapshot the fingerprint names.
+
 System prompts: when a spec has a ``system_prompt`` it comes first and the sample's own system text (the
 benchmark's answer-format instruction, if any) follows it after a blank line, so neither is lost; when
 the spec has none, the sample's system message is passed through unchanged (and the model's template
@@ -26,6 +32,7 @@ import torch
 
 from medkit.config import ConfigError, load_yaml
 from medkit.data.schema import Sample, content_parts, message_text, resolve_image_paths
+from medkit.eval.adapters import weights_fingerprint
 from medkit.eval.generation import Completion, DecodeSettings, trim_padding
 from medkit.model.image_processing import load_image
 
@@ -33,6 +40,8 @@ BASELINES_YAML = Path(__file__).resolve().parent.parent / "configs" / "baselines
 
 Extraction = Literal["plain", "strip_think", "think_answer"]
 SYSTEM_PROMPT_POLICY = "spec-first-then-sample"
+# Image processor config keys that say how it was loaded, not how it processes images.
+VOLATILE_IMAGE_PROCESSOR_KEYS = frozenset({"_processor_class", "processor_class", "transformers_version"})
 
 
 class BaselineUnavailable(OSError):
@@ -56,7 +65,7 @@ class BaselineSpec:
     hub_id: str
     model_class: str  # a transformers class name, e.g. "AutoModelForImageTextToText"
     processor_class: str = "AutoProcessor"
-    revision: str | None = None  # null = the hub's latest; pin a commit for reproducible numbers
+    revision: str | None = None  # null = the hub's latest (the fingerprint records the commit it resolved to)
     trust_remote_code: bool = False
     dtype: str = "bfloat16"
     system_prompt: str | None = None
@@ -173,6 +182,31 @@ def sha256_json(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
+def jsonable(data: Any) -> Any:
+    """``data`` as plain JSON values (tuples to lists, enums and other objects to their str), so it can sit
+    in a prediction-store key file and compare equal after a round trip."""
+    return json.loads(json.dumps(data, sort_keys=True, default=str))
+
+
+def image_processor_config(processor: Any) -> dict[str, Any] | None:
+    """The image processor's class and its ``to_dict()`` minus load-time keys; None when the processor
+    has no separate image processor (e.g. custom remote-code processors)."""
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None or not hasattr(image_processor, "to_dict"):
+        return None
+    config = {k: v for k, v in image_processor.to_dict().items() if k not in VOLATILE_IMAGE_PROCESSOR_KEYS}
+    # the class name tells the backends apart (e.g. a PIL fallback resizes differently from torchvision)
+    return {"class": type(image_processor).__name__, "config": jsonable(config)}
+
+
+def commit_of(config_file: Path) -> str | None:
+    """The hub commit a file sits in a cache snapshot of (``.../snapshots/<commit>/...``), else None."""
+    from transformers.utils.hub import extract_commit_hash
+
+    # transformers 5 no longer sets config._commit_hash; this is how it used to derive it
+    return extract_commit_hash(str(config_file), None)
+
+
 # -------------------------------------------------------------------------------------------- adapter
 
 class HFChatAdapter:
@@ -183,8 +217,11 @@ class HFChatAdapter:
         self.name = spec.name
         self.local_path = Path(local_path) if local_path is not None else None
         self._model = model
+        self._model_given = model is not None
         self._processor = processor
         self._generation_config = getattr(model, "generation_config", None) if model is not None else None
+        self._checkpoint: tuple[Path | None, str | None] | None = None
+        self._weights: str | None = None
 
     @classmethod
     def from_spec(cls, spec: BaselineSpec, model: Any = None, processor: Any = None,
@@ -199,7 +236,45 @@ class HFChatAdapter:
 
     def _pretrained_kwargs(self) -> dict[str, Any]:
         # trust_remote_code comes from the spec alone: only adapters that need custom code get it
-        return {"revision": self.spec.revision, "trust_remote_code": self.spec.trust_remote_code}
+        return {"revision": self.revision(), "trust_remote_code": self.spec.trust_remote_code}
+
+    def revision(self) -> str | None:
+        """What hub loads ask for: the resolved commit, so a hub update between loads cannot mix snapshots."""
+        if self.local_path is not None:
+            return self.spec.revision
+        _, commit = self.checkpoint()
+        return commit or self.spec.revision
+
+    def checkpoint(self) -> tuple[Path | None, str | None]:
+        """(folder the weights are read from, hub commit that folder is a snapshot of). A model handed in
+        without a local path has no folder (its in-memory weights are hashed); a plain local folder has no
+        commit."""
+        if self._checkpoint is None:
+            if self.local_path is not None:
+                self._checkpoint = (self.local_path, commit_of(self.local_path.resolve() / "config.json"))
+            elif self._model_given:
+                self._checkpoint = (None, None)
+            else:
+                self._checkpoint = self._hub_snapshot()
+        return self._checkpoint
+
+    def _hub_snapshot(self) -> tuple[Path, str | None]:
+        from transformers.utils import cached_file
+
+        try:
+            config = cached_file(self.spec.hub_id, "config.json", revision=self.spec.revision)
+        except (OSError, ValueError) as e:
+            raise self._unavailable("the config", e) from e
+        return Path(config).parent, commit_of(Path(config))
+
+    def weights_sha256(self) -> str:
+        """sha256 of the checkpoint's safetensors files (of the in-memory weights for a handed-in model)."""
+        if self._weights is None:
+            folder, _ = self.checkpoint()
+            if folder is not None and not any(folder.glob("*.safetensors")):
+                _ = self.model  # from_pretrained fetches the weights into the snapshot folder
+            self._weights = weights_fingerprint(self._model, folder)
+        return self._weights
 
     def _unavailable(self, what: str, error: Exception) -> BaselineUnavailable:
         cause = " ".join(str(error).split())  # one line, so logs and tables keep it whole
@@ -216,8 +291,9 @@ class HFChatAdapter:
             import transformers
 
             processor_cls = getattr(transformers, self.spec.processor_class)
+            kwargs = self._pretrained_kwargs()
             try:
-                self._processor = processor_cls.from_pretrained(self.source, **self._pretrained_kwargs())
+                self._processor = processor_cls.from_pretrained(self.source, **kwargs)
             except (OSError, ValueError) as e:
                 raise self._unavailable("the processor", e) from e
         self._processor.tokenizer.padding_side = "left"
@@ -229,9 +305,10 @@ class HFChatAdapter:
             import transformers
 
             model_cls = getattr(transformers, self.spec.model_class)
+            kwargs = self._pretrained_kwargs()
             try:
                 self._model = model_cls.from_pretrained(
-                    self.source, dtype=getattr(torch, self.spec.dtype), use_safetensors=True, **self._pretrained_kwargs()
+                    self.source, dtype=getattr(torch, self.spec.dtype), use_safetensors=True, **kwargs
                 )
             except (OSError, ValueError) as e:
                 raise self._unavailable("the weights", e) from e
@@ -246,8 +323,9 @@ class HFChatAdapter:
         if self._generation_config is None:
             from transformers import GenerationConfig
 
+            revision = self.revision()
             try:
-                self._generation_config = GenerationConfig.from_pretrained(self.source, revision=self.spec.revision)
+                self._generation_config = GenerationConfig.from_pretrained(self.source, revision=revision)
             except OSError as e:
                 raise self._unavailable("the generation config", e) from e
         return self._generation_config
@@ -255,17 +333,22 @@ class HFChatAdapter:
     # -- interface
 
     def fingerprint(self) -> dict[str, Any]:
-        """Everything that changes outputs; loads processor and generation config (not weights)."""
+        """Everything that changes outputs, as loaded (module docstring). Loads processor and generation
+        config and hashes the weights files; loads the weights only when no safetensors file is at hand."""
         spec = asdict(self.spec)
         spec.pop("name")
+        _, commit = self.checkpoint()
         template = getattr(self.processor, "chat_template", None) or getattr(self.processor.tokenizer, "chat_template", None)
         return {
             "adapter": "hf-chat",
             "baseline": self.name,
             **spec,
+            "resolved_commit": commit,
+            "weights_sha256": self.weights_sha256(),
             "system_prompt_policy": SYSTEM_PROMPT_POLICY,
             "chat_template_sha256": sha256_text(template if isinstance(template, str) else json.dumps(template, sort_keys=True)),
             "generation_config_sha256": sha256_json(self.generation_config.to_diff_dict()),
+            "image_processor": image_processor_config(self.processor),
         }
 
     def build_messages(self, sample: Sample, root: Path) -> list[dict[str, Any]]:

@@ -2,8 +2,10 @@
 
 Per benchmark: load the items (native release or synthetic counterpart), skip the ids the prediction
 store already has, decode the rest batch by batch (each batch appended to the store as it finishes),
-then score from the store alone and write ``results/<benchmark>.json``. A killed run rerun with
-``resume`` continues where it stopped; rescoring (``generate=False``) never touches the model.
+then score from the store alone and write ``results/<benchmark>.json``. Each stored line also keeps the
+parsed answer and correctness as scored when it was generated. A killed run rerun with ``resume``
+continues where it stopped; rescoring (``generate=False``) never touches the model and recomputes every
+score from the stored outputs.
 """
 
 from __future__ import annotations
@@ -55,13 +57,25 @@ def pending_items(items: Sequence[Sample], done: dict[str, Prediction], store: P
     return todo
 
 
-def generate_missing(adapter: ModelAdapter, name: str, todo: list[Sample], store: PredictionStore,
+def scored_at_generation(benchmark: Benchmark, sample: Sample, final: str) -> tuple[str | None, bool | None]:
+    """(parsed answer, correct) to store with a new prediction: the strict letter and whether it matches
+    for multiple choice; (None, None) for free text, whose metrics are corpus-level."""
+    if benchmark.scorer != "strict_mc":
+        return None, None
+    from medkit.eval.scoring import score_mc
+
+    result = score_mc(final, sample.meta["options"], sample.meta["answer"])
+    return result.parsed, result.correct
+
+
+def generate_missing(adapter: ModelAdapter, benchmark: Benchmark, todo: list[Sample], store: PredictionStore,
                      settings: DecodeSettings, progress: bool) -> None:
-    bar = tqdm(total=len(todo), desc=name, unit="item", disable=not progress)
+    bar = tqdm(total=len(todo), desc=benchmark.name, unit="item", disable=not progress)
     for start in range(0, len(todo), settings.batch_size):
         batch = todo[start : start + settings.batch_size]
         completions = adapter.generate([(s, ROOT) for s in batch], settings)
-        store.append(prediction_from(c, prompt_hash(s, ROOT)) for c, s in zip(completions, batch))
+        store.append(prediction_from(c, prompt_hash(s, ROOT), *scored_at_generation(benchmark, s, c.final))
+                     for c, s in zip(completions, batch))
         bar.update(len(batch))
     bar.close()
 
@@ -144,7 +158,7 @@ def run_benchmark(adapter: ModelAdapter, name: str, request: EvalRequest, *, gen
     if generate:
         done = store.open(resume=request.resume)
         todo = pending_items(loaded.items, done, store)
-        generate_missing(adapter, name, todo, store, request.settings, progress)
+        generate_missing(adapter, benchmark, todo, store, request.settings, progress)
     else:
         todo = []
     metrics, rows = score(benchmark, loaded.items, store.read(), request.n_boot, request.seed)

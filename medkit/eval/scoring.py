@@ -2,22 +2,25 @@
 
 The paper scores multiple choice *strictly*: an output counts only if it commits to exactly one valid
 option letter; anything else is "unparsed" and counted wrong. Harnesses such as MedEvalKit map an
-unparseable output to the nearest option instead ("lenient"); we report both, plus the unparsed rate,
-so the gap between the two protocols is visible rather than hidden inside one number.
+unparseable output to an option anyway ("lenient"); we report both, plus the unparsed rate, so the gap
+between the two protocols is visible rather than hidden inside one number.
 
 Strict extraction rules, in order (``extract_choice``):
 
 1. Fast path: the whole output is a bare letter form (``B``, ``b``, ``B.``, ``(B)``, ``[B]``, ``**B**``,
    ``Answer: B``, ``The answer is (B).``). One precompiled ``fullmatch``; most outputs end here.
 2. Clean markdown emphasis and LaTeX (``$\\boxed{\\text{B}}$`` becomes ``Answer: B``), retry the fast path.
-3. The output (after an optional "the answer is" preamble) is exactly one option's text, compared after
+3. Several different letters with nothing else ("B\\n\\nC", "B C") are unparsed.
+4. The output (after an optional "the answer is" preamble) is exactly one option's text, compared after
    normalising case, whitespace and punctuation.
-4. Hedges between two different letters ("A or B", "A and C", "A/B") are unparsed.
-5. Explicit answer statements ("answer is B", "Answer: B", "correct option is (B)") decide; if they
-   name different letters the output is unparsed.
-6. A leading letter ("B) ...", "C. Gout", "B because ...") decides, even if the explanation after it
+5. Explicit answer statements ("answer is B", "Answer: B", "correct option is (B)") decide, even after
+   a hedge-looking phrase that is not the answer ("Both A and B are wrong; the answer is C" is C). If
+   they name different letters, or the stated letter opens a hedge ("the answer is B or C"), the
+   output is unparsed.
+6. Otherwise hedges between two different letters ("A or B", "A and C", "A/B") are unparsed.
+7. A leading letter ("B) ...", "C. Gout", "B because ...") decides, even if the explanation after it
    mentions other options.
-7. Otherwise every letter mention (bracketed, "option X", or a standalone capital) is collected, with
+8. Otherwise every letter mention (bracketed, "option X", or a standalone capital) is collected, with
    option texts masked out first (so "vitamin D deficiency" is not a mention of D); exactly one
    distinct letter decides.
 
@@ -27,6 +30,11 @@ unparsed. A committed letter whose following text names a *different* option ("C
 where C is Gout and A is pulmonary embolism) is a contradiction and unparsed; text that names no option
 is read as an explanation and the letter stands. A letter outside the given options is unparsed.
 Harmony channel leftovers are the caller's job: pass the final channel only.
+
+Lenient (``lenient_choice``), for comparison only: the strict letter if there is one; else the first
+valid option letter the output explicitly mentions (bracketed, "option X", a standalone capital, found
+as in rule 8 with option texts masked, or a bare run of option letters such as "AB"); else the option
+whose text is nearest the output. So "A or B" is A, never an option the output did not name.
 """
 
 from __future__ import annotations
@@ -36,13 +44,14 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, Mapping, Sequence
+from typing import Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
 VALID_LETTERS = "ABCDEFGHIJ"
-# Words after a leading "A"/"I" that make it an answer letter rather than the article/pronoun.
-EXPLANATION_WORDS = frozenset({"because", "since", "as", "is", "was", "would", "seems"})
+# Words after "A"/"I" that make it an answer letter rather than the article/pronoun (an article is never
+# followed by a conjunction: "A or B").
+EXPLANATION_WORDS = frozenset({"because", "since", "as", "is", "was", "would", "seems", "or", "and", "vs", "versus"})
 
 _LETTER = r"[A-Ja-j]"
 _ANSWER_PREAMBLE = r"(?:the\s+)?(?:correct\s+|final\s+|best\s+)?answer(?:\s+is)?\s*[:\-]?\s*"
@@ -69,11 +78,15 @@ _ANSWER_MARKER = re.compile(
 # The separator must not run into a word: "e.g.", "B-cell" and "C-reactive" do not open with a letter.
 _LEADING_MARKED = re.compile(r"^\s*[(\[]?\s*([A-Ja-j])\s*[)\].:,\-–—](?!\w)\s*(.*)", re.DOTALL)
 _LEADING_BARE = re.compile(r"^\s*([A-J])(?:\s+(.*))?$", re.DOTALL)
+# The word after a bare capital is looked at, not consumed, so "B C" still shows both letters.
 _MENTION = re.compile(
     r"[(\[]\s*([A-Ja-j])\s*[)\]]"
     r"|(?i:\b(?:option|choice)\s+)([A-Ja-j])(?![\w'’\-])"
-    r"|(?<![\w'’\-])([A-J])(?![\w'’\-])(\s+\w+)?"
+    r"|(?<![\w'’\-])([A-J])(?![\w'’\-])(?=(\s+\w+)?)"
 )
+_LIST_LETTER = r"[(\[]?([A-Ja-j])[)\]]?[.:]?"
+_LETTER_LIST = re.compile(rf"\s*{_LIST_LETTER}(?:\s+{_LIST_LETTER})+\s*")
+_LETTER_RUN = re.compile(rf"\s*(?i:{_ANSWER_PREAMBLE})?[(\[]?([A-J]{{2,}})[)\]]?\s*[.:]?\s*")
 _WORD_AFTER = re.compile(r"\s+([A-Za-z0-9]\w*)")
 
 
@@ -143,16 +156,20 @@ def _extract_slow(output: str, opts: _Options) -> str | None:
     match = _FAST.fullmatch(text) if len(text) <= _FAST_MAX_CHARS else None
     if match:
         return _valid(match.group(1).upper(), opts)
+    if lists_several_letters(text):
+        return None
     by_text = option_named_by(_PREAMBLE.sub("", text, count=1), opts)
     if by_text is not None:
         return by_text
+    found, letter = answer_statement_letter(text, opts)
+    if found:
+        return letter
     masked = mask_option_texts(text, opts)
     if is_hedge(masked):
         return None
-    for finder in (answer_statement_letter, leading_letter):
-        found, letter = finder(text, opts)
-        if found:
-            return letter
+    found, letter = leading_letter(text, opts)
+    if found:
+        return letter
     return single_mentioned_letter(masked, opts)
 
 
@@ -186,13 +203,31 @@ def option_named_by(text: str, opts: _Options) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
+def lists_several_letters(text: str) -> bool:
+    """The whole text is letters and nothing else ("B\\n\\nC", "(A) (D)"), naming more than one."""
+    match = _LETTER_LIST.fullmatch(text)
+    return bool(match) and len({letter.upper() for letter in re.findall(r"[A-Ja-j]", text)}) > 1
+
+
 def is_hedge(text: str) -> bool:
     return any(a != b for a, b in _HEDGE.findall(text))
 
 
+def opens_hedge(text: str, opts: _Options) -> bool:
+    """``text`` starts with a hedge between two different letters ("B or C because ...")."""
+    match = _HEDGE.match(mask_option_texts(text, opts))
+    return bool(match) and match.group(1) != match.group(2)
+
+
 def answer_statement_letter(text: str, opts: _Options) -> tuple[bool, str | None]:
-    """(found, letter) from explicit answer statements; several different letters are unparsed."""
-    found = [(next(g for g in m.groups()[:3] if g).upper(), m.group(4)) for m in _ANSWER_MARKER.finditer(text)]
+    """(found, letter) from explicit answer statements; several different letters, or a stated letter
+    that opens a hedge ("the answer is B or C"), are unparsed."""
+    found = []
+    for match in _ANSWER_MARKER.finditer(text):
+        group = next(g for g in (1, 2, 3) if match.group(g))
+        if opens_hedge(text[match.start(group):], opts):
+            return True, None
+        found.append((match.group(group).upper(), match.group(4)))
     if not found:
         return False, None
     letters = {letter for letter, _ in found}
@@ -254,37 +289,64 @@ def mask_option_texts(text: str, opts: _Options) -> str:
     return text
 
 
-def single_mentioned_letter(text: str, opts: _Options) -> str | None:
-    letters = set()
+def mentioned_letters(text: str) -> Iterator[str]:
+    """Letter mentions in order: bracketed, "option X", or a standalone capital that is not the
+    article/pronoun. Mask option texts first."""
     for match in _MENTION.finditer(text):
         bracketed, after_option, bare, next_word = match.groups()
         if bare and _is_english_word(bare, next_word or ""):
             continue
-        letters.add((bracketed or after_option or bare).upper())
+        yield (bracketed or after_option or bare).upper()
+
+
+def single_mentioned_letter(text: str, opts: _Options) -> str | None:
+    letters = set(mentioned_letters(text))
     return _valid(letters.pop(), opts) if len(letters) == 1 else None
+
+
+def first_mentioned_letter(text: str, opts: _Options) -> str | None:
+    """The first valid option letter named, including a bare run of option letters ("AB", "Answer: BD")."""
+    letter = next((x for x in mentioned_letters(mask_option_texts(text, opts)) if x in opts.letters), None)
+    if letter is not None:
+        return letter
+    run = _LETTER_RUN.fullmatch(text)
+    if run and set(run.group(1)) <= opts.letters:
+        return run.group(1)[0]
+    return None
+
+
+def nearest_option(text: str, opts: _Options) -> str | None:
+    """The option most similar to ``text``: share of the option's words present, then difflib ratio;
+    ties go to the earlier option. None for text with no words."""
+    target = normalise(text)
+    if not target:
+        return None
+    words = set(target.split())
+
+    def similarity(item: tuple[int, tuple[str, str]]) -> tuple[float, float, int]:
+        index, (_, option) = item
+        option_words = option.split()
+        recall = sum(w in words for w in option_words) / len(option_words) if option_words else 0.0
+        return recall, difflib.SequenceMatcher(None, target, option).ratio(), -index
+
+    _, (letter, _) = max(enumerate(opts.normalised), key=similarity)
+    return letter
 
 
 def lenient_choice(output: str, options: Mapping[str, str]) -> str | None:
     """For comparison with MedEvalKit-style harnesses only, never the paper's metric: the strict letter,
-    else the option most similar to the output (share of the option's words present, then difflib
-    ratio; ties go to the earlier option). None only for an empty output."""
+    else the first valid letter the output names, else the nearest option text (module docstring).
+    None only for an empty output."""
     strict = extract_choice(output, options)
-    if strict is not None:
-        return strict
-    target = normalise(clean_markup(output))
-    if not target:
+    return strict if strict is not None else _lenient_fallback(output, prepared_options(options))
+
+
+def _lenient_fallback(output: str, opts: _Options) -> str | None:
+    text = clean_markup(output)
+    if not text:
         return None
-    words = set(target.split())
-    opts = prepared_options(options)
-
-    def similarity(item: tuple[int, tuple[str, str]]) -> tuple[float, float, int]:
-        index, (_, text) = item
-        option_words = text.split()
-        recall = sum(w in words for w in option_words) / len(option_words) if option_words else 0.0
-        return recall, difflib.SequenceMatcher(None, target, text).ratio(), -index
-
-    _, (letter, _) = max(enumerate(opts.normalised), key=similarity)
-    return letter
+    letter = first_mentioned_letter(text, opts)
+    return letter if letter is not None else nearest_option(text, opts)
 
 
 def score_mc(output: str, options: Mapping[str, str], answer: str) -> MCScore:
@@ -293,7 +355,7 @@ def score_mc(output: str, options: Mapping[str, str], answer: str) -> MCScore:
     if answer not in options:
         raise ValueError(f"answer {answer!r} is not one of the options {list(options)}")
     parsed = extract_choice(output, options)
-    lenient = lenient_choice(output, options)
+    lenient = parsed if parsed is not None else _lenient_fallback(output, prepared_options(options))
     status: Literal["correct", "wrong", "unparsed"]
     status = "unparsed" if parsed is None else ("correct" if parsed == answer else "wrong")
     return MCScore(parsed, parsed == answer, lenient, lenient == answer, status)

@@ -2,9 +2,12 @@
 
 One JSONL file per (benchmark, key): the key is the hash of the model (id + revision / weights
 fingerprint), the prompt template, the image preprocessing and the decode settings, written beside the
-file in full. Each line is one item: id, prompt hash, raw output, final-channel answer. Lines are
-appended and flushed batch by batch, so a killed run loses at most the batch in flight; on reopening, a
-torn last line is cut off and finished ids are skipped. Scoring reads the store and never regenerates.
+file in full. Each line is one item: id, prompt hash, raw output, final-channel answer, and the parsed
+answer and correctness as scored when the line was generated (strict letter and bool for multiple
+choice; null for free text, and in lines written before these fields existed). Lines are appended and
+flushed batch by batch, so a killed run loses at most the batch in flight; on reopening, a torn last
+line is cut off and finished ids are skipped. Scoring reads the store and never regenerates; rescoring
+recomputes everything from ``raw``/``final`` and leaves the stored ``parsed``/``correct`` as they were.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -34,10 +37,11 @@ class Prediction:
     prompt_hash: str
     raw: str
     final: str
+    parsed: str | None = None  # strict letter at generation time (multiple choice); None for free text
+    correct: bool | None = None  # at generation time (multiple choice); None for free text
 
     def to_json(self) -> str:
-        return json.dumps({"id": self.id, "prompt_hash": self.prompt_hash, "raw": self.raw, "final": self.final},
-                          ensure_ascii=False, sort_keys=True)
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
 
 
 class PredictionStore:
@@ -107,5 +111,6 @@ def check_prompt(stored: Prediction, prompt_hash: str, where: str) -> None:
                          f"{prompt_hash}; the benchmark data or prompt changed - use a fresh output folder")
 
 
-def prediction_from(completion: Completion, prompt_hash: str) -> Prediction:
-    return Prediction(completion.id, prompt_hash, completion.raw, completion.final)
+def prediction_from(completion: Completion, prompt_hash: str, parsed: str | None = None,
+                    correct: bool | None = None) -> Prediction:
+    return Prediction(completion.id, prompt_hash, completion.raw, completion.final, parsed, correct)
