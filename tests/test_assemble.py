@@ -121,3 +121,23 @@ def test_compare_with_paper_reads_the_run(tmp_path):
     cmp = compare_with_paper(params, "4")
     assert cmp.loc[("SLAKE", "MedGPT-OSS"), "published"] == 71.53
     assert cmp.loc[("SLAKE", "MedGPT-OSS"), "fresh"] == pytest.approx(42.0)
+
+
+def test_stamp_takes_profile_and_seed_from_the_result_files(tmp_path):
+    from medkit.reporting.assemble import recorded_run
+
+    assert recorded_run(EVAL_OUT, ABLATION) == ("tiny", 0)  # fixture results predate the fields: defaults
+    run = tmp_path / "eval"
+    shutil.copytree(EVAL_OUT, run)
+    for path in (run / "results").glob("*/*.json"):
+        if not path.name.endswith(".items.json"):
+            record = json.loads(path.read_text())
+            path.write_text(json.dumps(record | {"profile": "paper", "seed": 7}))
+    assert recorded_run(run, None) == ("paper", 7)
+    assert recorded_run(run, None, profile="paper", seed=7) == ("paper", 7)
+    with pytest.raises(ValueError, match="--profile 'tiny' but the result files record 'paper'"):
+        recorded_run(run, None, profile="tiny")
+    slake = run / "results" / "medkit" / "slake.json"
+    slake.write_text(json.dumps(json.loads(slake.read_text()) | {"seed": 8}))
+    with pytest.raises(ValueError, match=r"several seeds: \[7, 8\]"):
+        recorded_run(run, None)

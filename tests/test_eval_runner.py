@@ -45,7 +45,7 @@ def adapter(checkpoint):
 
 def request(out, corpus, **kw):
     return EvalRequest(benchmarks=kw.pop("benchmarks", BENCHMARKS), out_dir=out, corpus_dir=corpus, limit=6,
-                       settings=DecodeSettings(max_new_tokens=8, batch_size=4), n_boot=200, **kw)
+                       settings=DecodeSettings(max_new_tokens=8, batch_size=4), n_boot=200, profile="tiny", **kw)
 
 
 class Interrupted(RuntimeError):
@@ -85,6 +85,7 @@ def test_results_and_stores_per_benchmark(tmp_path, corpus, adapter):
         assert len({line["id"] for line in lines}) == r["n"]
         saved = json.loads((tmp_path / "results" / adapter.name / f"{r['benchmark']}.json").read_text())
         assert saved["metrics"] == json.loads(json.dumps(r["metrics"]))
+        assert (saved["profile"], saved["seed"], saved["source"]) == ("tiny", 0, "synthetic")
     assert "synthetic" in results[0]["count_note"]
 
 

@@ -38,6 +38,7 @@ class EvalRequest:
     resume: bool = False
     n_boot: int = 1000
     seed: int = 0
+    profile: str | None = None  # recorded in the result files, so reviewer mode stamps tables with it
 
 
 def store_key(adapter: ModelAdapter, benchmark: Benchmark, request: EvalRequest) -> dict[str, Any]:
@@ -163,6 +164,8 @@ def run_benchmark(adapter: ModelAdapter, name: str, request: EvalRequest, *, gen
         todo = []
     metrics, rows = score(benchmark, loaded.items, store.read(), request.n_boot, request.seed)
     result = {"benchmark": name, "title": benchmark.title, "table": benchmark.table, "model": adapter.name,
+              "profile": request.profile, "seed": request.seed,
+              "source": "native" if request.data_root is not None else "synthetic",
               "n": len(loaded.items), "count_note": loaded.count_note, "metrics": metrics,
               "store": str(store.path), "generated_now": len(todo), "seconds": round(time.perf_counter() - start, 2)}
     write_json(request.out_dir / "results" / adapter.name / f"{name}.json", result)

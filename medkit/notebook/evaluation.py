@@ -33,7 +33,7 @@ def eval_request(params: NotebookParameters, table: str) -> EvalRequest:
                        data_root=Path(params.data_root) if params.data_root else None, corpus_dir=corpus,
                        limit=params.limit, resume=True,  # a rerun continues the store, never duplicates it
                        settings=DecodeSettings(max_new_tokens=params.max_new_tokens, batch_size=params.batch_size),
-                       seed=params.seed)
+                       seed=params.seed, profile=params.profile)
 
 
 def evaluate_table(params: NotebookParameters, table: str) -> pd.DataFrame:

@@ -15,6 +15,7 @@ Anything without results is reported as missing in the returned summary, never f
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,24 @@ def config_files(profile: str) -> list[Path]:
     return [profile_path, CONFIG_DIR / "encoders.yaml", CONFIG_DIR / "datasets" / "table1.yaml",
             *sorted((CONFIG_DIR / "stages").glob("*.yaml")), ablation, CONFIG_DIR / "baselines.yaml",
             CONFIG_DIR / "published.yaml"]
+
+
+def recorded_run(eval_out: str | Path | None, ablation_results: str | Path | None, *, profile: str | None = None,
+                 seed: int | None = None) -> tuple[str, int]:
+    """(profile, seed) for the stamp: what the evaluation result files record (else the ablation's), so a
+    paper run re-rendered in reviewer mode is not stamped with a default; an explicit value must agree."""
+    records = load_results(eval_out) if eval_out and Path(eval_out, "results").is_dir() else []
+    if not records and ablation_results and Path(ablation_results).is_file():
+        records = [json.loads(Path(ablation_results).read_text(encoding="utf-8"))]
+    chosen = {}
+    for key, given, default in (("profile", profile, "tiny"), ("seed", seed, 0)):
+        found = sorted({r[key] for r in records if r.get(key) is not None}, key=str)
+        if len(found) > 1:
+            raise ValueError(f"the result files under {eval_out} come from several {key}s: {found}")
+        if given is not None and found and given != found[0]:
+            raise ValueError(f"--{key} {given!r} but the result files record {found[0]!r}")
+        chosen[key] = given if given is not None else (found[0] if found else default)
+    return chosen["profile"], chosen["seed"]
 
 
 def run_stamp(profile: str, seed: int, date: str | None = None) -> Stamp:
