@@ -143,7 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         generate_corpus(corpus, seed=0)
     request = EvalRequest(benchmarks=names, out_dir=Path(args.out),
                           data_root=Path(args.data_root) if args.data_root else None, corpus_dir=corpus,
-                          limit=args.limit, resume=args.resume,
+                          limit=args.limit, resume=args.resume, profile=args.profile,
                           settings=DecodeSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size))
     adapter = eval_adapter(args.model, args.profile)
     for result in run_eval(adapter, request, generate=not args.rescore):
@@ -163,25 +163,30 @@ def format_result(result: dict) -> str:
 
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
-    from medkit.notebook.runner import format_summary, parse_overrides, run_notebooks
+    from medkit.notebook.runner import NOTEBOOK_TIMEOUT, format_summary, parse_overrides, run_notebooks
 
     overrides = parse_overrides(args.p or [], args.params)
     if args.profile:
         overrides["profile"] = args.profile
+    timeout = args.timeout
+    if timeout is None:  # an hour per notebook is ample for tiny; released-weights training runs for days
+        timeout = NOTEBOOK_TIMEOUT if overrides.get("profile", "tiny") == "tiny" else 0
     results = run_notebooks(run_id=args.run_id, only=args.only, start=args.start, overrides=overrides,
-                            timeout=args.timeout)
+                            timeout=timeout or None, cell_timeout=args.cell_timeout,
+                            notebooks_dir=args.notebooks_dir)
     print(format_summary(results))
-    failed = [r for r in results if r.status == "failed"]
-    for r in failed:
-        print(f"FAILED {r.notebook} at {r.error} (executed copy: {r.output})", file=sys.stderr)
-    return 1 if failed else 0
+    stopped = [r for r in results if r.status in ("failed", "timeout")]
+    for r in stopped:
+        print(r.report(), file=sys.stderr)
+    return 1 if stopped else 0
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from medkit.reporting.assemble import assemble, run_stamp
+    from medkit.reporting.assemble import assemble, recorded_run, run_stamp
 
+    profile, seed = recorded_run(args.eval_out, args.ablation, profile=args.profile, seed=args.seed)
     done = assemble(eval_out=args.eval_out, ablation_results=args.ablation, tables_dir=args.tables_dir,
-                    figures_dir=args.figures_dir, stamp=run_stamp(args.profile, args.seed))
+                    figures_dir=args.figures_dir, stamp=run_stamp(profile, seed))
     print(done.frame().to_string(index=False))
     return 0
 
@@ -267,7 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="override a parameter")
     p.add_argument("--params", default=None, help="YAML file of parameter overrides")
     p.add_argument("--run-id", default=None, help="executed copies go to runs/<run id>/ (default: a timestamp)")
-    p.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    p.add_argument("--timeout", type=float, default=None, help="wall-clock seconds per notebook, 0: no limit "
+                   "(default: 3600 on the tiny profile, no limit on others)")
+    p.add_argument("--cell-timeout", type=float, default=None, help="seconds per cell (default: no limit)")
+    p.add_argument("--notebooks-dir", type=Path, default=None, help="folder of the numbered notebooks "
+                   "(default: the project's notebooks/)")
     p.set_defaults(func=cmd_notebooks)
 
     p = sub.add_parser("tables", help="every paper table and figure from result files alone (no model)")
@@ -275,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", default="runs/notebooks/ablation/results.json", help="the ablation's results.json")
     p.add_argument("--tables-dir", default="paper_tables")
     p.add_argument("--figures-dir", default="figures")
-    p.add_argument("--profile", default="tiny", help="profile the results came from (for the provenance stamp)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", default=None, help="profile the results came from (default: as the result "
+                   "files record it; tiny if they do not)")
+    p.add_argument("--seed", type=int, default=None, help="default: as the result files record it, else 0")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("reproduce", help="the main job on a profile (tiny: corpus -> train -> held-out loss)")

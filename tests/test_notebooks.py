@@ -1,5 +1,6 @@
 """Notebooks: structure in git, parameter checking, the papermill runner, and nbval over all of them."""
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from medkit.notebook.params import notebook_parameters
 from medkit.notebook.runner import check_overrides, notebooks, parse_overrides, select
 
 ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "tests" / "fixtures" / "nbval"
 NOTEBOOKS = notebooks(ROOT / "notebooks")
 
 
@@ -27,20 +29,24 @@ def test_numbered_in_order_with_parameters_cell_first_and_outputs_stripped():
             if cell.cell_type != "code":
                 continue
             assert cell.execution_count is None, f"{path.name}: execution counts not stripped"
-            if cell.metadata.get("keep_output"):  # nbval compares these kept outputs (values that must not drift)
-                assert "nbval-check-output" in cell.metadata.get("tags", []) and cell.outputs, path.name
-            else:
-                assert cell.outputs == [], f"{path.name}: outputs not stripped"
+            assert cell.outputs == [], f"{path.name}: outputs not stripped"
         assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
 def test_nbval_checks_the_values_that_must_not_drift():
-    checked = {path.name[:2]: [c for c in nbformat.read(path, as_version=4).cells
-                               if "nbval-check-output" in c.metadata.get("tags", [])] for path in NOTEBOOKS}
-    assert "stage_totals()" in checked["01"][0].source  # Table 1 per-stage totals
-    assert "table2()" in checked["03"][0].source  # Table 2 from the stage configs
-    table4 = checked["10"][0]
-    assert "published_table(4)" in table4.source and "49.23" in table4.outputs[0]["data"]["text/plain"]
+    """Every tagged cell has a reference output recorded from its current source (tests/fixtures/nbval/)."""
+    checked = {}
+    for path in NOTEBOOKS:
+        cells = [c for c in nbformat.read(path, as_version=4).cells if "nbval-check-output" in c.metadata.get("tags", [])]
+        reference = json.loads((REFERENCE / f"{path.stem}.json").read_text()) if cells else {}
+        assert sorted(reference) == sorted(c.id for c in cells), path.name
+        for cell in cells:
+            assert reference[cell.id]["source"] == cell.source and reference[cell.id]["outputs"], path.name
+        checked[path.name[:2]] = [(c.source, reference[c.id]["outputs"]) for c in cells]
+    assert "stage_totals()" in checked["01"][0][0]  # Table 1 per-stage totals
+    assert "table2()" in checked["03"][0][0]  # Table 2 from the stage configs
+    source, outputs = checked["10"][0]
+    assert "published_table(4)" in source and "49.23" in outputs[0]["data"]["text/plain"]
 
 
 def test_git_strips_notebook_outputs():
@@ -71,6 +77,43 @@ def test_parameters_are_checked_with_clear_errors(monkeypatch):
     monkeypatch.setenv("MEDKIT_SMOKE", "1")
     smoke = notebook_parameters({"max_steps": 50})
     assert smoke.smoke and smoke.max_steps == 2 and smoke.limit == 4
+
+
+def test_unknown_names_in_the_namespace_are_rejected(monkeypatch):
+    """Run directly (papermill CLI, JupyterLab), a misspelt or unknown parameter fails at the check, not later."""
+    monkeypatch.delenv("MEDKIT_RUN_DIR", raising=False)
+    with pytest.raises(ConfigError, match=r"\['learning_rate', 'max_step'\]"):
+        notebook_parameters({"seed": 1, "max_step": 3, "learning_rate": 1e-3})
+    kernel_globals = {"In": ["", "seed = 1"], "Out": {}, "get_ipython": lambda: None, "exit": object(),
+                      "_": 3, "_i1": "seed = 1", "__name__": "__main__", "os": os, "Path": Path,
+                      "notebook_parameters": notebook_parameters, "seed": 1}
+    assert notebook_parameters(kernel_globals).seed == 1  # IPython's names, modules, functions, classes
+
+
+def test_every_notebook_checks_its_parameters_before_defining_anything_else(monkeypatch):
+    """The notebooks' own first code cells, run as a kernel would: only parameters exist at the check."""
+    monkeypatch.delenv("MEDKIT_SMOKE", raising=False)
+    monkeypatch.delenv("MEDKIT_RUN_DIR", raising=False)
+    for path in NOTEBOOKS:
+        code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        assert "notebook_parameters(globals())" in code[1], path.name
+        namespace = {"In": [], "Out": {}, "__name__": "__main__"}
+        exec(code[0], namespace)
+        exec(code[1], namespace)
+        assert namespace["P"].profile == "tiny", path.name
+
+
+def test_impossible_values_are_rejected_with_the_parameter_named(monkeypatch):
+    monkeypatch.delenv("MEDKIT_RUN_DIR", raising=False)
+    assert notebook_parameters({"encoders": ["clip", "medsiglip"]}).encoders == ["clip", "medsiglip"]
+    with pytest.raises(ConfigError, match=r"encoders=\['clip', 'resnet'\].*\['resnet'\]"):
+        notebook_parameters({"encoders": ["clip", "resnet"]})
+    with pytest.raises(ConfigError, match="profile='no/such/profile.yaml'"):
+        notebook_parameters({"profile": "no/such/profile.yaml"})
+    assert notebook_parameters({"profile": str(ROOT / "medkit/configs/profiles/tiny.yaml")})
+    for name in ("run_dir", "tables_dir", "figures_dir"):
+        with pytest.raises(ConfigError, match=f"{name}=' '"):
+            notebook_parameters({name: " "})
 
 
 def test_runner_selection_and_unknown_overrides():
@@ -107,14 +150,20 @@ def test_every_notebook_runs_under_nbval(tmp_path):
 
 
 def test_nbval_fails_when_a_checked_value_drifts(tmp_path):
-    """The kept output of Table 1's stage totals, altered by one example: nbval must report the mismatch."""
-    source = (ROOT / "notebooks" / "01_data_and_benchmarks.ipynb").read_text()
-    assert "939439" in source
-    (tmp_path / "01_drifted.ipynb").write_text(source.replace("939439", "939438"))
-    (tmp_path / "conftest.py").write_text((ROOT / "notebooks" / "conftest.py").read_text())
-    env = {**os.environ, "MEDKIT_SMOKE": "1", "MEDKIT_RUN_DIR": str(tmp_path / "run")}
-    done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
-                           str(tmp_path / "01_drifted.ipynb")], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    """The reference of Table 1's stage totals altered by one example: nbval must report the mismatch, and
+    a tagged cell whose reference is missing fails the collection instead of passing unchecked."""
+    reference = (REFERENCE / "01_data_and_benchmarks.json").read_text()
+    assert "939439" in reference
+    drifted = tmp_path / "drifted"
+    drifted.mkdir()
+    (drifted / "01_data_and_benchmarks.json").write_text(reference.replace("939439", "939438"))
+    notebook = ROOT / "notebooks" / "01_data_and_benchmarks.ipynb"
+    env = {**os.environ, "MEDKIT_SMOKE": "1", "MEDKIT_RUN_DIR": str(tmp_path / "run"),
+           "MEDKIT_NBVAL_REFERENCE": str(drifted)}
+    command = [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q", str(notebook)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and "mismatch 'text/plain'" in done.stdout
     assert "1 failed" in done.stdout  # only the drifted cell
+    env["MEDKIT_NBVAL_REFERENCE"] = str(tmp_path / "empty")
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "no reference output" in done.stdout + done.stderr

@@ -1,9 +1,9 @@
 """The parameters every notebook accepts, checked in its first cells.
 
 Each notebook's ``parameters`` cell assigns a subset of these names; papermill injects overrides after
-it. ``notebook_parameters(globals())`` then collects them, rejects unknown or ill-typed values with an
-error naming the parameter, and applies the smoke switch (``MEDKIT_SMOKE=1``, used by nbval in
-``make test``) that shrinks step and item counts so every notebook runs in seconds.
+it. ``notebook_parameters(globals())`` then collects them, rejects unknown names and ill-typed or
+impossible values with an error naming the parameter, and applies the smoke switch (``MEDKIT_SMOKE=1``,
+used by nbval in ``make test``) that shrinks step and item counts so every notebook runs in seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.config import ConfigError, from_dict
-from medkit.profiles import PROFILE_NAMES
+from medkit.profiles import PROFILE_NAMES, encoder_registry
 
 SMOKE_ENV = "MEDKIT_SMOKE"
 RUN_DIR_ENV = "MEDKIT_RUN_DIR"  # overrides run_dir (the nbval run in `make test` points it at a temp folder)
@@ -69,12 +69,16 @@ def from_root(path: str) -> Path:
 
 NAMES = tuple(f.name for f in fields(NotebookParameters))
 SMOKE = {"limit": 4, "max_steps": 2, "max_new_tokens": 8}
+IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+PLAIN_VALUES = (type(None), bool, int, float, str, list, dict, tuple)
 
 
 def notebook_parameters(namespace: dict[str, Any]) -> NotebookParameters:
     """The notebook's parameters from its namespace (the globals after the parameters cell ran).
 
-    Unknown names are caught before execution by the runner (papermill only warns about them)."""
+    Called right after the parameters cell (and papermill's injected one), where every plain value in the
+    namespace is a parameter: any other is an unknown name (papermill itself only warns about those)."""
+    check_names(namespace)
     values = {n: namespace[n] for n in NAMES if n in namespace}
     if os.environ.get(RUN_DIR_ENV):
         values["run_dir"] = os.environ[RUN_DIR_ENV]
@@ -86,9 +90,24 @@ def notebook_parameters(namespace: dict[str, Any]) -> NotebookParameters:
     return params
 
 
+def user_names(namespace: dict[str, Any]) -> list[str]:
+    """Names the user assigned plain values to: not IPython's own, private ones, modules, functions or classes."""
+    return sorted(name for name, value in namespace.items()
+                  if not name.startswith("_") and name not in IPYTHON_NAMES and isinstance(value, PLAIN_VALUES))
+
+
+def check_names(namespace: dict[str, Any]) -> None:
+    unknown = [name for name in user_names(namespace) if name not in NAMES]
+    if unknown:
+        raise ConfigError(f"unknown notebook parameter(s) {unknown}; known: {list(NAMES)} (variables from cells run "
+                          "after this one? restart the kernel and run the notebook from the top)")
+
+
 def check_values(params: NotebookParameters) -> None:
     if params.profile not in PROFILE_NAMES and not params.profile.endswith((".yaml", ".yml")):
         raise ConfigError(f"notebook parameter profile={params.profile!r}: use {list(PROFILE_NAMES)} or a YAML path")
+    if params.profile not in PROFILE_NAMES and not Path(params.profile).is_file():
+        raise ConfigError(f"notebook parameter profile={params.profile!r}: no such profile YAML file")
     for name in ("limit", "max_steps", "nproc", "max_new_tokens", "batch_size"):
         value = getattr(params, name)
         if value is not None and value < 1:
@@ -99,3 +118,10 @@ def check_values(params: NotebookParameters) -> None:
         value = getattr(params, name)
         if value is not None and not Path(value).exists():
             raise ConfigError(f"notebook parameter {name}={value!r}: path does not exist")
+    for name in ("run_dir", "tables_dir", "figures_dir"):
+        if not getattr(params, name).strip():
+            raise ConfigError(f"notebook parameter {name}={getattr(params, name)!r}: must not be empty")
+    unknown = [e for e in params.encoders or [] if e not in encoder_registry()]
+    if unknown:
+        raise ConfigError(f"notebook parameter encoders={params.encoders!r}: unknown encoder(s) {unknown}; "
+                          f"known: {list(encoder_registry())}")
