@@ -142,3 +142,20 @@ def test_progress_follows_the_trainer_log_lines_and_keeps_the_tail(capsys):
     assert code == 3 and tail[-1] == "{'train_runtime': '2.9'}\n" and len(tail) == 4
     bar = capsys.readouterr().err
     assert "pretrain: 100%" in bar and "2/2" in bar and "loss=5.25" in bar
+
+
+def test_notebook_stages_exclude_audited_ids_from_table1_data_only(tmp_path, monkeypatch):
+    from medkit.notebook import training
+    from medkit.notebook.params import NotebookParameters
+
+    calls = []
+    monkeypatch.setattr(training, "launch_stage", lambda stage, **kw: calls.append(kw) or [1.0])
+    monkeypatch.setattr(training, "ensure_corpus", lambda folder, seed: folder)
+    run = tmp_path / "run"
+    (run / "leakage").mkdir(parents=True)
+    (run / "leakage" / "leakage.json").write_text('{"excluded_train_ids": ["x"]}')
+    training.train_stage("pretrain", NotebookParameters(run_dir=str(run)))
+    assert calls[-1]["corpus"] == run / "corpus" and "leakage_report" not in calls[-1]
+    training.train_stage("pretrain", NotebookParameters(run_dir=str(run), train_data_root=str(tmp_path)))
+    assert calls[-1]["data_root"] == str(tmp_path)
+    assert calls[-1]["leakage_report"] == run / "leakage" / "leakage.json"
