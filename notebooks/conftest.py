@@ -1,10 +1,11 @@
 """nbval: cells tagged ``nbval-check-output`` are compared with reference outputs kept beside the tests.
 
 Notebooks live in git without outputs, so the values that must not drift (Table 1's stage totals, Table 2,
-the shipped Table 4) are stored in ``tests/fixtures/nbval/<notebook>.json`` (cell id -> the cell's source
-and its expected outputs; ``MEDKIT_NBVAL_REFERENCE`` points elsewhere). They are put into the cells at
-collection time, so nbval compares the executed output with them. A tagged cell without a reference, or
-whose source no longer matches the one the reference was taken from, fails instead of passing unchecked.
+the shipped Table 4) are stored in ``tests/fixtures/nbval/<notebook>.json`` (a name -> the cell's source
+and its expected outputs; ``MEDKIT_NBVAL_REFERENCE`` points elsewhere). A reference is found by the cell's
+source, not its id (nbstripout renumbers ids on commit), and put into the cell at collection time, so
+nbval compares the executed output with it. A tagged cell whose source has no reference (a new cell, or
+one edited since the reference was recorded) fails instead of passing unchecked.
 """
 
 import json
@@ -30,12 +31,11 @@ def pytest_collection_modifyitems(items):
         if cell is None or "nbval-check-output" not in cell.get("metadata", {}).get("tags", []):
             continue
         notebook = Path(str(item.fspath))
-        reference = references.setdefault(notebook, reference_for(notebook)).get(cell.get("id"))
+        by_source = {r["source"]: r for r in references.setdefault(notebook, reference_for(notebook)).values()}
+        reference = by_source.get(cell.source)
         if reference is None:
-            raise pytest.UsageError(f"{notebook.name} cell {cell.get('id')}: tagged nbval-check-output but no "
-                                    f"reference output in {DEFAULT_REFERENCE.name}/{notebook.stem}.json")
-        if reference["source"] != cell.source:
-            raise pytest.UsageError(f"{notebook.name} cell {cell.get('id')}: its source changed since the "
-                                    f"reference was recorded; update {notebook.stem}.json")
+            raise pytest.UsageError(f"{notebook.name}: a cell tagged nbval-check-output has no reference output "
+                                    f"for its source in {DEFAULT_REFERENCE.name}/{notebook.stem}.json "
+                                    f"(new or edited since it was recorded): {cell.source.splitlines()[0]!r}")
         cell.outputs = nbformat.from_dict(reference["outputs"])
         cell.execution_count = 1  # nbval skips comparing cells it believes never ran
