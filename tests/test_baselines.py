@@ -505,3 +505,26 @@ def test_sampling_is_refused(image_root: Path):
     adapter = bl.HFChatAdapter(bl.get_spec("lingshu-32b"), model=object(), processor=object())
     with pytest.raises(ValueError, match="greedy decoding"):
         adapter.generate([(mc_sample(), image_root)], DecodeSettings(do_sample=True))
+
+
+def test_weight_hash_trusts_cache_blob_names_and_refuses_missing_shards(tmp_path):
+    import hashlib
+    import json
+
+    from medkit.eval.adapters import content_sha256, file_sha256, weights_fingerprint
+
+    data = b"not really tensors"
+    digest = hashlib.sha256(data).hexdigest()
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / digest).write_bytes(data)
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    (snapshot / "model-00001-of-00002.safetensors").symlink_to(tmp_path / "blobs" / digest)
+    linked = snapshot / "model-00001-of-00002.safetensors"
+    assert content_sha256(linked) == file_sha256(linked) == digest
+    (tmp_path / "blobs" / digest).write_bytes(b"changed after download")  # the name is what is trusted
+    assert content_sha256(linked) == digest
+    (snapshot / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    with pytest.raises(FileNotFoundError, match=r"weight shards missing \(1 of 2"):
+        weights_fingerprint(None, snapshot)

@@ -49,6 +49,7 @@ def test_deepspeed_launcher_command(tmp_path):
     ({"nnodes": 2}, "need --master-addr"),
     ({"nnodes": 2, "node_rank": 2, "master_addr": "a"}, "bad launch sizes"),
     ({"launcher": "mpirun"}, "launcher must be"),
+    ({"launcher": "deepspeed", "nnodes": 2}, "need --hostfile"),
 ])
 def test_bad_launch_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -145,17 +146,27 @@ def test_progress_follows_the_trainer_log_lines_and_keeps_the_tail(capsys):
 
 
 def test_notebook_stages_exclude_audited_ids_from_table1_data_only(tmp_path, monkeypatch):
+    from medkit.config import ConfigError
     from medkit.notebook import training
     from medkit.notebook.params import NotebookParameters
 
     calls = []
     monkeypatch.setattr(training, "launch_stage", lambda stage, **kw: calls.append(kw) or [1.0])
     monkeypatch.setattr(training, "ensure_corpus", lambda folder, seed: folder)
-    run = tmp_path / "run"
+    run, table1 = tmp_path / "run", tmp_path / "table1"
+    table1.mkdir()
     (run / "leakage").mkdir(parents=True)
-    (run / "leakage" / "leakage.json").write_text('{"excluded_train_ids": ["x"]}')
+    report = run / "leakage" / "leakage.json"
+    report.write_text('{"excluded_train_ids": ["x"], "train_source": null}')  # an audit of the synthetic corpus
     training.train_stage("pretrain", NotebookParameters(run_dir=str(run)))
     assert calls[-1]["corpus"] == run / "corpus" and "leakage_report" not in calls[-1]
-    training.train_stage("pretrain", NotebookParameters(run_dir=str(run), train_data_root=str(tmp_path)))
-    assert calls[-1]["data_root"] == str(tmp_path)
-    assert calls[-1]["leakage_report"] == run / "leakage" / "leakage.json"
+    on_table1 = NotebookParameters(run_dir=str(run), train_data_root=str(table1))
+    with pytest.raises(ConfigError, match="audited the synthetic corpus, not .*table1: rerun notebook 01"):
+        training.train_stage("pretrain", on_table1)
+    report.write_text(json.dumps({"excluded_train_ids": ["x"], "train_source": str(table1.resolve())}))
+    training.train_stage("pretrain", on_table1)
+    assert calls[-1]["data_root"] == str(table1) and calls[-1]["leakage_report"] == report
+    report.unlink()
+    with pytest.warns(UserWarning, match="no leakage report"):
+        training.train_stage("pretrain", on_table1)
+    assert calls[-1]["leakage_report"] is None

@@ -141,12 +141,17 @@ def test_image_bytes_in_a_dataset_encode_like_the_same_file(tmp_path, processor)
 
 def test_leakage_report_excludes_training_ids(data_root, processor, tmp_path):
     report_path = tmp_path / "leakage.json"
-    report_path.write_text(json.dumps({"excluded_train_ids": ["roco-1", "quilt-3"]}))
+    # ids are unique only within a dataset: exclusions name the folder too ("quilt-1" exists in ROCOv2 as well)
+    write_arrow_source(data_root / dataset_folder("PMC-OA (filtered)"), 2, prefix="quilt")
+    report_path.write_text(json.dumps({"excluded_train_ids": ["rocov2_filtered/roco-1",
+                                                              "quilt_1m_filtered/quilt-3",
+                                                              "pmc_oa_filtered/quilt-1", "roco-2"]}))
     dataset, report = stage_dataset(PRETRAIN, processor, data_root=data_root, skip_missing=True,
                                     leakage_report=report_path)
     ids = [dataset[i].sample_id for i in range(len(dataset))]
-    assert "roco-1" not in ids and "quilt-3" not in ids and len(ids) == 7
-    assert report.to_dict()["excluded"] == 2
+    assert ids == ["roco-0", "roco-2", "roco-3", "roco-4", "quilt-0", "quilt-1", "quilt-2", "quilt-0"]
+    assert {s.name: s.excluded for s in report.sources if s.format != "missing"} == {
+        "ROCOv2 (filtered)": 1, "Quilt-1M (filtered)": 1, "PMC-OA (filtered)": 1}
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(SchemaError, match="bad.json: not a leakage report"):
@@ -191,7 +196,8 @@ def test_leakage_audit_over_the_mixture_feeds_the_stage_exclusions(data_root, pr
     from medkit.data.schema import Sample
 
     train, images_of = mixture_samples(data_root)
-    assert [s.id for s in train] == [f"roco-{i}" for i in range(5)] + [f"quilt-{i}" for i in range(4)]
+    assert [s.id for s in train] == ([f"rocov2_filtered/roco-{i}" for i in range(5)]
+                                     + [f"quilt_1m_filtered/quilt-{i}" for i in range(4)])
     eval_root = tmp_path / "eval"
     eval_root.mkdir()
     (eval_root / "leaked.png").write_bytes(png_bytes(102))  # the image embedded in quilt-2
@@ -204,7 +210,7 @@ def test_leakage_audit_over_the_mixture_feeds_the_stage_exclusions(data_root, pr
                             {"role": "assistant", "content": "Axial CT slice 3, no acute finding."}], ["other.png"]),
     ]
     _, report = audit_leakage(train, tmp_path, evaluation, eval_root, train_images=images_of)
-    assert report.excluded_ids == ["quilt-2", "roco-3"]
+    assert report.excluded_ids == ["quilt_1m_filtered/quilt-2", "rocov2_filtered/roco-3"]
     json_path, _ = write_leakage_report(report, tmp_path / "leakage")
     dataset, data_report = stage_dataset(PRETRAIN, processor, data_root=data_root, skip_missing=True,
                                          leakage_report=json_path)

@@ -125,6 +125,9 @@ LENIENT_GOLDEN = [
     ("AB", "A"),
     ("Answer: BC", "B"),
     ("The answer is B or C", "B"),
+    ("the answer is b or c", "B"),  # lowercase after an answer statement
+    ("the answer is a pulmonary embolism", "A"),  # the article: option A's text decides, not the letter
+    ("the answer is a gout flare", "C"),
     ("**B** or **C**", "B"),
     ("B\n\nC", "B"),
     ("(C)/(A)", "C"),

@@ -39,6 +39,7 @@ class LeakageReport:
     max_phash_distance: int
     text_jaccard_threshold: float
     pairs: list[LeakagePair] = field(default_factory=list)
+    train_source: str | None = None  # what the training items were (a Table 1 data root), for whoever applies it
 
     @property
     def excluded_ids(self) -> list[str]:
@@ -54,6 +55,7 @@ class LeakageReport:
             "n_eval": self.n_eval,
             "max_phash_distance": self.max_phash_distance,
             "text_jaccard_threshold": self.text_jaccard_threshold,
+            "train_source": self.train_source,
             "pairs_by_signal": self.counts(),
             "excluded_train_ids": self.excluded_ids,
             "pairs": [asdict(p) for p in self.pairs],

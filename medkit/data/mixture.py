@@ -18,9 +18,9 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from itertools import islice
 from typing import Any, Callable, Literal, Sequence
 
 from PIL import Image
@@ -84,7 +84,8 @@ class DataReport:
 
 
 def excluded_ids(leakage_report: str | Path | None) -> set[str]:
-    """Training ids a leakage audit excluded (its JSON report, see ``medkit.data.leakage``)."""
+    """Training ids a leakage audit excluded (its JSON report, see ``medkit.data.leakage``): for Table 1
+    data they are qualified by folder (``qualified_id``), as ``mixture_samples`` gives them to the audit."""
     if leakage_report is None:
         return set()
     path = Path(leakage_report)
@@ -193,7 +194,9 @@ def stage_dataset(stage, processor: MedGPTOssProcessor, *, corpus: str | Path | 
                         str(leakage_report) if leakage_report else None)
     parts = []
     for name, path, examples, split in sources:
-        dataset, source = read_source(name, path, processor, exclude, examples, split)
+        here = exclude if data_root is None else {i.split("/", 1)[1] for i in exclude
+                                                  if i.startswith(qualified_id(path.name, ""))}
+        dataset, source = read_source(name, path, processor, here, examples, split)
         report.sources.append(source)
         if dataset is not None and len(dataset):
             parts.append(dataset)
@@ -237,23 +240,32 @@ def _sources(stage, corpus, data_root) -> list[tuple[str, Path, int | None, str 
 ImagesOf = Callable[[Sample], list[Image.Image]]
 
 
-def mixture_samples(data_root: str | Path, stages: tuple[str, ...] = STAGES,
-                    limit: int | None = None) -> tuple[list[Sample], ImagesOf]:
-    """Records of every Table 1 dataset present under ``data_root`` in ``stages`` (first ``limit`` per
-    dataset), for the leakage audit, and a function giving a record's decoded images (file or bytes)."""
+def qualified_id(folder: str, sample_id: str) -> str:
+    """A record's id across the mixture (ids are unique only within a dataset): ``<folder>/<id>``."""
+    return f"{folder}/{sample_id}"
+
+
+def mixture_samples(data_root: str | Path, stages: tuple[str, ...] = STAGES) -> tuple[list[Sample], ImagesOf]:
+    """Every record of the Table 1 datasets present under ``data_root`` in ``stages``, for the leakage audit,
+    with ids qualified by their folder (``qualified_id``), and a function giving a record's decoded images
+    (read when asked for, so embedded image bytes are not all held in memory)."""
     samples, loaders = [], {}
     for code in stages:
         for d in stage_mixture(code):
             folder = Path(data_root) / dataset_folder(d.name)
             if jsonl_shards(folder):
                 for shard in jsonl_shards(folder):
-                    for sample in islice(read_jsonl(shard), limit):
-                        samples.append(sample)
-                        loaders[id(sample)] = lambda s, root=shard.parent: open_images(s, root)
+                    for sample in read_jsonl(shard):
+                        samples.append(replace(sample, id=qualified_id(folder.name, sample.id)))
+                        loaders[id(samples[-1])] = partial(open_images, root=shard.parent)
             elif is_saved_dataset(folder):
                 table = ArrowConversationDataset(folder, None)
-                for index in range(min(len(table), limit or len(table))):
-                    sample, entries = table.sample(index)
-                    samples.append(sample)
-                    loaders[id(sample)] = lambda s, t=table, e=entries: t.images(s, e)
+                for index in range(len(table)):
+                    sample, _ = table.sample(index)
+                    samples.append(replace(sample, id=qualified_id(folder.name, sample.id)))
+                    loaders[id(samples[-1])] = partial(_row_images, table, index)
     return samples, lambda sample: loaders[id(sample)](sample)
+
+
+def _row_images(table: ArrowConversationDataset, index: int, sample: Sample) -> list[Image.Image]:
+    return table.images(sample, table.sample(index)[1])

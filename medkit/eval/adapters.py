@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -37,11 +38,32 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def weights_fingerprint(model: PreTrainedModel, path: Path | None) -> str:
+def content_sha256(path: Path) -> str:
+    """A file's sha256; a Hugging Face cache entry links to a blob already named by it, so it is not re-read."""
+    blob = path.resolve().name
+    if path.is_symlink() and re.fullmatch(r"[0-9a-f]{64}", blob):
+        return blob
+    return file_sha256(path)
+
+
+def safetensors_files(path: Path) -> list[Path]:
+    """The checkpoint's safetensors files; every shard its index names must be there (a half-finished
+    download would otherwise key the predictions by part of the weights)."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [s for s in shards if not (path / s).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{path}: weight shards missing ({len(missing)} of {len(shards)}: {missing[:3]} ...)")
+        return [path / s for s in shards]
+    return sorted(path.glob("*.safetensors"))
+
+
+def weights_fingerprint(model: PreTrainedModel | None, path: Path | None) -> str:
     """sha256 of the checkpoint's safetensors files, or of the in-memory weights when there is no file."""
-    files = sorted(path.glob("*.safetensors")) if path is not None else []
+    files = safetensors_files(path) if path is not None else []
     if files:
-        return hashlib.sha256("".join(f"{f.name}:{file_sha256(f)}" for f in files).encode()).hexdigest()
+        return hashlib.sha256("".join(f"{f.name}:{content_sha256(f)}" for f in files).encode()).hexdigest()
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())

@@ -270,11 +270,22 @@ class HFChatAdapter:
     def weights_sha256(self) -> str:
         """sha256 of the checkpoint's safetensors files (of the in-memory weights for a handed-in model)."""
         if self._weights is None:
-            folder, _ = self.checkpoint()
-            if folder is not None and not any(folder.glob("*.safetensors")):
-                _ = self.model  # from_pretrained fetches the weights into the snapshot folder
+            folder, commit = self.checkpoint()
+            if folder is not None and self.local_path is None and not any(folder.glob("*.safetensors")):
+                self._fetch_weights(commit)  # into the snapshot folder, without building the model
+            elif folder is not None and not any(folder.glob("*.safetensors")):
+                _ = self.model  # a local folder with legacy .bin weights: hash them as loaded
             self._weights = weights_fingerprint(self._model, folder)
         return self._weights
+
+    def _fetch_weights(self, commit: str | None) -> None:
+        from huggingface_hub import snapshot_download
+
+        try:
+            snapshot_download(self.spec.hub_id, revision=commit or self.spec.revision,
+                              allow_patterns=["*.safetensors", "*.safetensors.index.json"])
+        except Exception as e:  # offline, gated or missing: say which baseline and why
+            raise self._unavailable("the weights", e) from e
 
     def _unavailable(self, what: str, error: Exception) -> BaselineUnavailable:
         cause = " ".join(str(error).split())  # one line, so logs and tables keep it whole

@@ -87,6 +87,10 @@ _MENTION = re.compile(
 _LIST_LETTER = r"[(\[]?([A-Ja-j])[)\]]?[.:]?"
 _LETTER_LIST = re.compile(rf"\s*{_LIST_LETTER}(?:\s+{_LIST_LETTER})+\s*")
 _LETTER_RUN = re.compile(rf"\s*(?i:{_ANSWER_PREAMBLE})?[(\[]?([A-J]{{2,}})[)\]]?\s*[.:]?\s*")
+# Lenient only: any letter standing alone after an answer statement, lowercase included ("answer is b or c").
+# A lowercase one only before punctuation or a conjunction: "the answer is a pulmonary embolism" names no letter.
+_STATED_LETTER = re.compile(r"(?i:\b(?:answer|option|choice)\s*(?:is\s*:?|:|-|=)\s*)[(\[]?"
+                            r"(?:([A-J])(?![\w'’\-])|([a-j])(?=\s*(?:[.,;:)\]/!?]|$|(?i:or|and)\b)))")
 _WORD_AFTER = re.compile(r"\s+([A-Za-z0-9]\w*)")
 
 
@@ -305,7 +309,12 @@ def single_mentioned_letter(text: str, opts: _Options) -> str | None:
 
 
 def first_mentioned_letter(text: str, opts: _Options) -> str | None:
-    """The first valid option letter named, including a bare run of option letters ("AB", "Answer: BD")."""
+    """The first valid option letter named, including a bare run of option letters ("AB", "Answer: BD")
+    and a lowercase letter after an answer statement ("the answer is b or c")."""
+    stated = _STATED_LETTER.search(text)
+    letter = (stated.group(1) or stated.group(2)).upper() if stated else None
+    if letter in opts.letters:
+        return letter
     letter = next((x for x in mentioned_letters(mask_option_texts(text, opts)) if x in opts.letters), None)
     if letter is not None:
         return letter

@@ -39,7 +39,9 @@ def leakage_audit(corpus_dir: str | Path, *, data_root: str | Path | None = None
                   for s in load_benchmark(b.name, data_root=data_root,
                                           corpus_dir=None if data_root else corpus_dir, limit=limit).items]
     # benchmark items carry absolute image paths, so their root is irrelevant
-    if train_data_root:
-        train, images_of = mixture_samples(train_data_root, limit=limit)
-        return audit_leakage(train, Path("/"), evaluation, Path("/"), train_images=images_of)
+    if train_data_root:  # every training record: ``limit`` only shortens the benchmarks
+        train, images_of = mixture_samples(train_data_root)
+        clean, report = audit_leakage(train, Path("/"), evaluation, Path("/"), train_images=images_of)
+        report.train_source = str(Path(train_data_root).resolve())
+        return clean, report
     return audit_leakage(corpus_training_items(corpus_dir), corpus_dir, evaluation, Path("/"))

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import warnings
+from pathlib import Path
+
+from medkit.config import ConfigError
 from medkit.data.synthetic import ensure_corpus
 from medkit.notebook.params import NotebookParameters
 from medkit.training.launch import Launch, launch_stage
@@ -17,10 +22,23 @@ def train_stage(stage: str, P: NotebookParameters) -> list[float]:
     its audit is reported but not applied: excluding would leave mid-training almost nothing.
     """
     if P.train_data_root:
-        leakage = P.run / "leakage" / "leakage.json"
         data = dict(data_root=P.train_data_root, skip_missing=P.skip_missing,
-                    leakage_report=leakage if leakage.is_file() else None)
+                    leakage_report=audit_of(P.train_data_root, P.run / "leakage" / "leakage.json"))
     else:
         data = dict(corpus=ensure_corpus(P.corpus, seed=P.seed))
     return launch_stage(stage, profile=P.profile, out=P.run / "train", launch=Launch(nproc=P.nproc),
                         max_steps=P.max_steps, **data)
+
+
+def audit_of(train_data_root: str, report: Path) -> Path | None:
+    """Notebook 01's leakage report, if it audited this very data root; a report of other training data
+    (the synthetic corpus, another root) is an error rather than a silently wrong exclusion list."""
+    if not report.is_file():
+        warnings.warn(f"no leakage report at {report}: run notebook 01 with train_data_root to exclude "
+                      "training items that overlap the benchmarks; training on all of them", stacklevel=3)
+        return None
+    audited = json.loads(report.read_text()).get("train_source")
+    if audited != str(Path(train_data_root).resolve()):
+        raise ConfigError(f"{report} audited {audited or 'the synthetic corpus'}, not {train_data_root}: "
+                          "rerun notebook 01 with this train_data_root")
+    return report

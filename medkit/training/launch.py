@@ -47,6 +47,8 @@ class Launch:
             raise ValueError(f"bad launch sizes: nproc {self.nproc}, nnodes {self.nnodes}, node_rank {self.node_rank}")
         if self.hostfile and self.launcher != "deepspeed":
             raise ValueError("--hostfile is read by the deepspeed launcher; use --launcher deepspeed")
+        if self.nnodes > 1 and self.launcher == "deepspeed" and not self.hostfile:
+            raise ValueError("several nodes under the deepspeed launcher need --hostfile (the nodes and their slots)")
         if self.nnodes > 1 and self.launcher == "torchrun" and not self.master_addr:
             raise ValueError("several nodes under torchrun need --master-addr (the address of node 0)")
 
@@ -114,13 +116,22 @@ def prepare_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str
     stage = load_stage(stage_name, vision_schedule)
     check_stage_sources(stage, corpus=corpus, data_root=data_root, leakage_report=leakage_report,
                         skip_missing=skip_missing)
-    loaded = load_profile(profile)
-    if stage.init_from is None and not loaded.is_tiny:
+    if stage.init_from is None and not load_profile(profile).is_tiny:
         if compose:
-            initial_checkpoint(loaded, out)
+            compose_in_subprocess(profile, out)
         elif not (Path(out) / INIT_DIR / "model" / "config.json").is_file():
             raise FileNotFoundError(f"{Path(out) / INIT_DIR / 'model'} not found: run `medkit compose --profile "
                                     f"{profile} --out {out}` once (or start node 0 first) before the other nodes")
+
+
+def compose_in_subprocess(profile: str, out: str | Path) -> None:
+    """``medkit compose`` in its own process: the released model (40+ GB for GPT-oss-20B) is freed when it
+    exits instead of staying in the launcher, or the notebook kernel, while the ranks train."""
+    cmd = [sys.executable, "-m", "medkit", "compose", "--profile", str(profile), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"composing the starting checkpoint failed (exit {done.returncode}):\n"
+                           f"{done.stderr[-4000:]}")
 
 
 def launch_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str | Path | None = None,

@@ -143,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--data-root", type=Path, help="folder of the Table 1 datasets (see medkit.data.mixture)")
     parser.add_argument("--leakage-report", type=Path, default=None, help="leakage audit JSON: its ids are excluded")
     parser.add_argument("--skip-missing", action="store_true", help="train on the mixture's datasets that exist")
-    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher's
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--previous", type=Path, default=None)
     parser.add_argument("--max-steps", type=int, default=None)
