@@ -98,9 +98,12 @@ def excluded_ids(leakage_report: str | Path | None) -> set[str]:
     return set(ids)
 
 
-def jsonl_shards(folder: Path) -> list[Path]:
-    single = folder / "train.jsonl"
-    return [single] if single.is_file() else sorted(folder.glob("train-*.jsonl"))
+def jsonl_files(path: Path) -> list[Path]:
+    """A corpus file itself (tiny), or a dataset folder's ``train.jsonl`` / ``train-*.jsonl`` shards."""
+    if path.suffix == ".jsonl":
+        return [path] if path.is_file() else []
+    single = path / "train.jsonl"
+    return [single] if single.is_file() else sorted(path.glob("train-*.jsonl"))
 
 
 def is_saved_dataset(folder: Path) -> bool:
@@ -166,12 +169,11 @@ def read_source(name: str, folder: Path, processor: MedGPTOssProcessor, exclude:
     report = SourceReport(name, str(folder), "missing", table1_examples)
     if not source_present(folder):
         return None, report
-    if folder.suffix == ".jsonl" or jsonl_shards(folder):
-        files = [folder] if folder.suffix == ".jsonl" else jsonl_shards(folder)
-        report.format = "jsonl"
-        items = [(s, f.parent) for f in files for s in read_jsonl(f) if split is None or s.meta.get("split") == split]
-        kept = [(s, root) for s, root in items if s.id not in exclude]
-        report.records, report.excluded = len(kept), len(items) - len(kept)
+    files = jsonl_files(folder)
+    if files:
+        dataset = ConversationDataset.from_jsonl(files, processor, split=split)
+        kept = [(sample, root) for sample, root in dataset.items if sample.id not in exclude]
+        report.format, report.records, report.excluded = "jsonl", len(kept), len(dataset.items) - len(kept)
         return ConversationDataset(kept, processor), report
     dataset = ArrowConversationDataset(folder, processor, exclude)
     report.format, report.records, report.excluded = "arrow", len(dataset), dataset.excluded
@@ -225,9 +227,7 @@ def check_stage_sources(stage, *, corpus: str | Path | None = None, data_root: s
 
 
 def source_present(path: Path) -> bool:
-    if path.suffix == ".jsonl":
-        return path.is_file()
-    return bool(jsonl_shards(path)) or is_saved_dataset(path)
+    return bool(jsonl_files(path)) or (path.suffix != ".jsonl" and is_saved_dataset(path))
 
 
 def _sources(stage, corpus, data_root) -> list[tuple[str, Path, int | None, str | None]]:
@@ -253,8 +253,9 @@ def mixture_samples(data_root: str | Path, stages: tuple[str, ...] = STAGES) -> 
     for code in stages:
         for d in stage_mixture(code):
             folder = Path(data_root) / dataset_folder(d.name)
-            if jsonl_shards(folder):
-                for shard in jsonl_shards(folder):
+            shards = jsonl_files(folder)
+            if shards:
+                for shard in shards:
                     for sample in read_jsonl(shard):
                         samples.append(replace(sample, id=qualified_id(folder.name, sample.id)))
                         loaders[id(samples[-1])] = partial(open_images, root=shard.parent)
