@@ -145,6 +145,49 @@ def test_progress_follows_the_trainer_log_lines_and_keeps_the_tail(capsys):
     assert "pretrain: 100%" in bar and "2/2" in bar and "loss=5.25" in bar
 
 
+def test_an_interrupted_notebook_stops_every_rank(tmp_path):
+    """Interrupting the kernel while a stage trains stops the launcher and the ranks it started in their
+    own sessions (torchrun does so); none is left training in the background."""
+    import signal
+
+    from medkit.training.launch import run_with_progress
+
+    rank = tmp_path / "rank.py"
+    rank.write_text("import os, pathlib, time\n"
+                    "pathlib.Path(os.environ['PIDS'], os.environ['RANK']).write_text(str(os.getpid()))\n"
+                    "print(\"{'loss': 1.0}\", flush=True)\n"
+                    "time.sleep(600)\n")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    cmd = ["env", f"PIDS={pids}", sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29541", str(rank)]
+
+    def interrupt(*_):
+        if len(list(pids.iterdir())) < 2:
+            return  # ranks not started yet: look again at the next tick
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.0, 0.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_with_progress(cmd, desc="pretrain", total=10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    ranks = [int(f.read_text()) for f in pids.iterdir()]
+    assert len(ranks) == 2 and not any(map(still_running, ranks))
+
+
+def still_running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_notebook_stages_exclude_audited_ids_from_table1_data_only(tmp_path, monkeypatch):
     from medkit.config import ConfigError
     from medkit.notebook import training

@@ -158,10 +158,25 @@ def run_with_progress(cmd: list[str], *, desc: str, total: int | None) -> tuple[
     tail: deque[str] = deque(maxlen=60)
     with tqdm(total=total, desc=desc, unit="step") as bar, subprocess.Popen(
             cmd, env=cpu_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        for line in proc.stdout:
-            tail.append(line)
-            logged = TRAINER_LOSS_LINE.match(line)
-            if logged:
-                bar.update(1)
-                bar.set_postfix(loss=logged.group(1))
+        try:
+            for line in proc.stdout:
+                tail.append(line)
+                logged = TRAINER_LOSS_LINE.match(line)
+                if logged:
+                    bar.update(1)
+                    bar.set_postfix(loss=logged.group(1))
+        except BaseException:  # a notebook interrupt (KeyboardInterrupt) must not leave ranks training
+            stop_launcher(proc)
+            raise
     return proc.returncode, list(tail)
+
+
+def stop_launcher(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
+    """SIGTERM the launcher: torchrun and the deepspeed launcher pass it on to their ranks, which run in
+    sessions of their own and would outlive a launcher killed outright. SIGKILL only past ``grace_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch.optim import AdamW
 from transformers import TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from medkit.chat import load_tokenizer
 from medkit.data.mixture import stage_dataset
@@ -92,6 +93,40 @@ def build_stage_model(stage: StageConfig, profile: Profile, tokenizer, previous:
     return MedGPTOssForConditionalGeneration._from_config(config)
 
 
+def checkpoint_is_complete(checkpoint: Path) -> bool:
+    """Whether every file a resume reads was written. The Trainer writes trainer_state.json last, after the
+    weights, DeepSpeed's per-rank ZeRO shards (named by its ``latest`` tag) and the RNG states; a kill during
+    a save leaves a folder without it, with a truncated one, or with a rank's shard missing."""
+    step = int(checkpoint.name.rsplit("-", 1)[1])
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        tag = (checkpoint / "latest").read_text().strip()
+    except (OSError, ValueError):
+        return False
+    if state.get("global_step") != step or not tag or not (checkpoint / tag).is_dir():
+        return False
+    shards = {kind: {re.search(r"zero_pp_rank_(\d+)_", f.name).group(1)
+                     for f in (checkpoint / tag).glob(f"*zero_pp_rank_*_{kind}_states.pt")}
+              for kind in ("model", "optim")}
+    return bool(shards["model"]) and shards["model"] == shards["optim"]
+
+
+def last_complete_checkpoint(out_dir: Path) -> Path | None:
+    """The newest checkpoint a killed stage can resume from; newer ones cut short by the kill are passed
+    over (the Trainer writes them again when it reaches their step)."""
+    if not out_dir.is_dir():
+        return None
+    found = sorted((p for p in out_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                    if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()),
+                   key=lambda p: int(p.name.rsplit("-", 1)[1]), reverse=True)
+    for checkpoint in found:
+        if checkpoint_is_complete(checkpoint):
+            return checkpoint
+        print(f"[medkit] {checkpoint} is incomplete (the run stopped while saving it); not resuming from it",
+              flush=True)
+    return None
+
+
 def stage_collator(stage: StageConfig, model, tokenizer):
     """Packed rows up to the stage's max length (default), or pad-to-longest."""
     if stage.batching == "padded":
@@ -120,14 +155,14 @@ def run_stage(stage: StageConfig, profile: Profile, corpus: Path | None, out_dir
     result = TrainResult()
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=stage_collator(stage, model, tokenizer),
                       optimizers=(optimizer, None), callbacks=[LossRecorder(result)])
-    resume = get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
-    output = trainer.train(resume_from_checkpoint=resume)
+    resume = last_complete_checkpoint(out_dir)
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.save_model(str(out_dir / "model"))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out_dir / "model"))
         (out_dir / "data_report.json").write_text(json.dumps(data_report.to_dict(), indent=2))
         (out_dir / "losses.json").write_text(json.dumps(result.losses))
-        metrics = {**output.metrics, "resumed_from": resume, "world_size": world_size,
+        metrics = {**output.metrics, "resumed_from": str(resume) if resume else None, "world_size": world_size,
                    "tokens_seen": trainer.state.num_input_tokens_seen, "global_step": trainer.state.global_step}
         (out_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     return result
