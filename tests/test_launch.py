@@ -145,6 +145,7 @@ def test_progress_follows_the_trainer_log_lines_and_keeps_the_tail(capsys):
     assert "pretrain: 100%" in bar and "2/2" in bar and "loss=5.25" in bar
 
 
+@pytest.mark.timeout(300, method="thread")  # the test itself interrupts through SIGALRM, pytest-timeout's signal
 def test_an_interrupted_notebook_stops_every_rank(tmp_path):
     """Interrupting the kernel while a stage trains stops the launcher and the ranks it started in their
     own sessions (torchrun does so); none is left training in the background."""
