@@ -93,17 +93,22 @@ def build_stage_model(stage: StageConfig, profile: Profile, tokenizer, previous:
     return MedGPTOssForConditionalGeneration._from_config(config)
 
 
+def checkpoint_step(checkpoint: Path) -> int | None:
+    """N of a ``checkpoint-N`` folder; None for other names."""
+    suffix = checkpoint.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+    return int(suffix) if suffix != checkpoint.name and suffix.isdigit() else None
+
+
 def checkpoint_is_complete(checkpoint: Path) -> bool:
     """Whether every file a resume reads was written. The Trainer writes trainer_state.json last, after the
     weights, DeepSpeed's per-rank ZeRO shards (named by its ``latest`` tag) and the RNG states; a kill during
     a save leaves a folder without it, with a truncated one, or with a rank's shard missing."""
-    step = int(checkpoint.name.rsplit("-", 1)[1])
     try:
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         tag = (checkpoint / "latest").read_text().strip()
     except (OSError, ValueError):
         return False
-    if state.get("global_step") != step or not tag or not (checkpoint / tag).is_dir():
+    if state.get("global_step") != checkpoint_step(checkpoint) or not tag or not (checkpoint / tag).is_dir():
         return False
     shards = {kind: {re.search(r"zero_pp_rank_(\d+)_", f.name).group(1)
                      for f in (checkpoint / tag).glob(f"*zero_pp_rank_*_{kind}_states.pt")}
@@ -116,9 +121,8 @@ def last_complete_checkpoint(out_dir: Path) -> Path | None:
     over (the Trainer writes them again when it reaches their step)."""
     if not out_dir.is_dir():
         return None
-    found = sorted((p for p in out_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-                    if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()),
-                   key=lambda p: int(p.name.rsplit("-", 1)[1]), reverse=True)
+    found = sorted((p for p in out_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir() and checkpoint_step(p) is not None),
+                   key=checkpoint_step, reverse=True)
     for checkpoint in found:
         if checkpoint_is_complete(checkpoint):
             return checkpoint
