@@ -1,11 +1,15 @@
 """Curation filters remove exactly the planted bad items and say why; unreadable images are named."""
 
+import random
+
+import imagehash
 import numpy as np
 import pytest
 from PIL import Image
 
 from medkit.data.curation import (
     CurationError,
+    PHashIndex,
     curate,
     filter_caption_length,
     filter_min_image_size,
@@ -153,3 +157,41 @@ def test_unreadable_image_names_file_and_record(tmp_path):
         filter_single_panel([bad], tmp_path)
     with pytest.raises(CurationError, match=r"missing\.png.*'rec-8'"):
         filter_min_image_size([pair("rec-8", "missing.png", CAPTION)], tmp_path)
+
+
+def random_phash(rng: random.Random) -> imagehash.ImageHash:
+    return imagehash.hex_to_hash(f"{rng.getrandbits(64):016x}")
+
+
+def flip_bits(phash: imagehash.ImageHash, n: int, rng: random.Random) -> imagehash.ImageHash:
+    value = int(str(phash), 16)
+    for bit in rng.sample(range(64), n):
+        value ^= 1 << bit
+    return imagehash.hex_to_hash(f"{value:016x}")
+
+
+@pytest.mark.parametrize("radius", [0, 1, 6, 10, 20])
+def test_phash_index_finds_exactly_what_a_linear_scan_finds(radius):
+    """Every indexed hash within the radius, none beyond, distances as ImageHash computes them, in
+    insertion order; queries include hashes a few bits either side of the radius from indexed ones."""
+    rng = random.Random(radius)
+    indexed = [random_phash(rng) for _ in range(1100)]  # past the index's first allocation of 1,024
+    indexed += [flip_bits(h, rng.randint(0, radius + 2), rng) for h in indexed[:100]]  # near neighbours
+    index = PHashIndex(radius)
+    for i, h in enumerate(indexed):
+        index.add(h, f"img-{i}")
+    queries = [flip_bits(rng.choice(indexed), rng.randint(0, radius + 3), rng) for _ in range(100)]
+    queries += [random_phash(rng) for _ in range(20)]
+    hits = 0
+    for query in queries:
+        linear = [(f"img-{i}", query - h) for i, h in enumerate(indexed) if query - h <= radius]
+        assert index.within(query) == linear
+        hits += bool(linear)
+    assert hits >= 20 and len(index) == 1200  # the check above compared real matches, not empty lists
+
+
+def test_phash_index_radius_must_fit_the_hash():
+    with pytest.raises(ValueError, match="0..63"):
+        PHashIndex(64)
+    with pytest.raises(ValueError, match="-1"):
+        PHashIndex(-1)

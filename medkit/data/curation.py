@@ -219,26 +219,60 @@ def sample_phashes(sample: Sample, root: str | Path) -> list[imagehash.ImageHash
     return [image_phash(im) for im in open_images(sample, root)]
 
 
+class PHashIndex:
+    """The pHashes added so far, searched for those within ``radius`` bits of a query.
+
+    Hashes are kept as 64-bit integers in one numpy array and a query is a single XOR + popcount over all
+    of them: exact, in insertion order, and about 1,400x faster than comparing ``ImageHash`` objects pair
+    by pair (``benchmarks/phash_index.py``: 93 us per query against 50,000 hashes).
+    """
+
+    def __init__(self, radius: int, bits: int = 64):
+        if not 0 <= radius < bits:
+            raise ValueError(f"pHash radius must be in 0..{bits - 1} bits, got {radius}")
+        self.radius = radius
+        self._bits = np.zeros(1024, dtype=np.uint64)
+        self._keys: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, phash: imagehash.ImageHash, key: str) -> None:
+        if len(self._keys) == len(self._bits):  # grow by doubling: adding stays amortised O(1)
+            self._bits = np.concatenate([self._bits, np.zeros_like(self._bits)])
+        self._bits[len(self._keys)] = phash_bits(phash)
+        self._keys.append(key)
+
+    def within(self, phash: imagehash.ImageHash) -> list[tuple[str, int]]:
+        """(key, Hamming distance) of every added hash within the radius, in the order they were added."""
+        distances = np.bitwise_count(self._bits[: len(self._keys)] ^ np.uint64(phash_bits(phash)))
+        return [(self._keys[i], int(distances[i])) for i in np.flatnonzero(distances <= self.radius)]
+
+
+def phash_bits(phash: imagehash.ImageHash) -> int:
+    """The hash's bits as one integer (its hex form), so Hamming distance is a popcount of the XOR."""
+    return int(str(phash), 16)
+
+
 # --- near duplicates -------------------------------------------------------------------------------------
 
 
 def filter_near_duplicate_images(
     samples: Iterable[Sample], root: str | Path, max_distance: int = 6
 ) -> FilterResult:
-    """Drop a sample when one of its images is within ``max_distance`` pHash bits of an earlier kept image.
-
-    Kept hashes are scanned linearly; that is fine up to ~1e5 images, larger corpora want a BK-tree.
-    """
+    """Drop a sample when one of its images is within ``max_distance`` pHash bits of an earlier kept image
+    (the earliest such image names the duplicate). Kept hashes are searched through a ``PHashIndex``."""
     samples = list(samples)
     report = FilterReport(filter="near_duplicate_images", n_in=len(samples))
     kept: list[Sample] = []
-    seen: list[tuple[imagehash.ImageHash, str]] = []
+    seen = PHashIndex(max_distance)
     for sample in samples:
         hashes = sample_phashes(sample, root)
-        match = next((sid for h in hashes for k, sid in seen if h - k <= max_distance), None)
+        match = next((found[0][0] for found in map(seen.within, hashes) if found), None)
         if match is None:
             kept.append(sample)
-            seen += [(h, sample.id) for h in hashes]
+            for h in hashes:
+                seen.add(h, sample.id)
         else:
             report.remove(sample.id, "near_duplicate_image")
             report.duplicate_of[sample.id] = match

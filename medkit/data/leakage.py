@@ -18,7 +18,7 @@ from typing import Literal
 from datasketch import MinHash, MinHashLSH
 from PIL import Image
 
-from medkit.data.curation import image_phash, open_images, sample_phashes, text_minhash
+from medkit.data.curation import PHashIndex, image_phash, open_images, sample_phashes, text_minhash
 from medkit.data.schema import Sample, message_text
 
 Signal = Literal["image_phash", "text_minhash"]
@@ -73,16 +73,17 @@ def _image_pairs(
     train: list[Sample], train_images: Callable[[Sample], list[Image.Image]], evaluation: list[Sample],
     eval_root: str | Path, max_distance: int
 ) -> list[LeakagePair]:
-    eval_hashes = [(h, s.id) for s in evaluation for h in sample_phashes(s, eval_root)]
+    eval_hashes = PHashIndex(max_distance)
+    for s in evaluation:
+        for h in sample_phashes(s, eval_root):
+            eval_hashes.add(h, s.id)
     pairs = []
     for sample in train:
         # best (smallest) distance per evaluation sample, so one pair per (train, eval) couple
         best: dict[str, int] = {}
         for h in map(image_phash, train_images(sample)):
-            for k, eval_id in eval_hashes:
-                distance = h - k
-                if distance <= max_distance and distance < best.get(eval_id, max_distance + 1):
-                    best[eval_id] = distance
+            for eval_id, distance in eval_hashes.within(h):
+                best[eval_id] = min(distance, best.get(eval_id, distance))
         pairs += [LeakagePair(sample.id, e, "image_phash", float(d)) for e, d in sorted(best.items())]
     return pairs
 
