@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -197,20 +198,29 @@ def main(argv: list[str] | None = None) -> int:
     run_stage(stage_for_profile(stage, profile), profile, a.corpus, a.out, a.previous, data_root=a.data_root,
               leakage_report=a.leakage_report, skip_missing=a.skip_missing, max_steps=a.max_steps, per_device_batch_size=a.per_device_batch_size,
               global_batch_size=a.global_batch_size, save_steps=a.save_steps)
-    shut_down_process_group()
+    wait_for_every_rank()
     return 0
 
 
-def shut_down_process_group() -> None:
-    """Wait for every rank, then tear the group down before interpreter exit: left to teardown, gloo's
-    worker threads were seen to abort one rank ("terminate called without an active exception") after a
-    successful save."""
+def wait_for_every_rank() -> None:
+    """Return once every rank has finished its stage, so none exits while another still saves."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-        dist.destroy_process_group()
+
+
+def exit_without_teardown(code: int) -> None:
+    """Leave at once, once every output is written and every rank is past the final barrier.
+
+    After a successful stage, one rank was seen to abort at exit with "terminate called without an active
+    exception" (SIGABRT: the launcher reports exit 250), in gloo/c10d teardown; destroying the process
+    group first did not stop it. Skipping interpreter teardown does, and nothing is left that process exit
+    does not release: every file is written and closed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_without_teardown(main())
