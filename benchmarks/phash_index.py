@@ -34,10 +34,6 @@ def near(phash: imagehash.ImageHash, bits: int, rng: random.Random) -> imagehash
     return imagehash.hex_to_hash(f"{value:016x}")
 
 
-def per_query(seconds: float, queries: int) -> str:
-    return f"{seconds / queries * 1e6:,.1f} us/query"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--indexed", type=int, default=50_000)
@@ -71,7 +67,7 @@ def main() -> None:
           f"index built in {built:.2f} s; same matches as the pairwise scan on {len(sample)} queries")
     rates = {"ImageHash pairwise scan (before)": t_pairs / len(sample), "PHashIndex": t_index / len(queries)}
     for name, seconds in rates.items():
-        print(f"  {name:34s} {seconds * 1e6:10,.1f} us/query  {rates['PHashIndex'] and seconds / rates['PHashIndex']:8,.1f}x "
+        print(f"  {name:34s} {seconds * 1e6:10,.1f} us/query  {seconds / rates['PHashIndex']:8,.1f}x "
               f"the index's time; {PAPER_TRAINING_ITEMS:,} queries: {seconds * PAPER_TRAINING_ITEMS / 3600:,.1f} h")
 
 

@@ -183,8 +183,10 @@ def test_an_interrupted_notebook_stops_every_rank(tmp_path):
 def still_running(pid: int) -> bool:
     import psutil
 
+    from medkit.notebook.runner import alive
+
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return alive(psutil.Process(pid))
     except psutil.NoSuchProcess:
         return False
 

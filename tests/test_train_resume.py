@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from medkit.data.synthetic import generate_corpus
+from medkit.notebook.runner import alive
 from medkit.training.stage_run import checkpoint_is_complete, last_complete_checkpoint
 
 SIZES = {"caption": 40, "report_long": 5, "report": 5, "vqa_mc": 5, "text_mc": 5, "reasoning": 5,
@@ -44,7 +45,7 @@ def kill_tree(proc):
             process.kill()
     proc.wait()
     psutil.wait_procs(ranks, timeout=30)
-    assert not any(rank.is_running() and rank.status() != psutil.STATUS_ZOMBIE for rank in ranks)
+    assert not any(map(alive, ranks))
 
 
 def kill_after_checkpoint(corpus, out, port, step):

@@ -220,16 +220,16 @@ def sample_phashes(sample: Sample, root: str | Path) -> list[imagehash.ImageHash
 
 
 class PHashIndex:
-    """The pHashes added so far, searched for those within ``radius`` bits of a query.
+    """The 64-bit pHashes added so far, searched for those within ``radius`` bits of a query.
 
     Hashes are kept as 64-bit integers in one numpy array and a query is a single XOR + popcount over all
     of them: exact, in insertion order, and about 1,400x faster than comparing ``ImageHash`` objects pair
     by pair (``benchmarks/phash_index.py``: 93 us per query against 50,000 hashes).
     """
 
-    def __init__(self, radius: int, bits: int = 64):
-        if not 0 <= radius < bits:
-            raise ValueError(f"pHash radius must be in 0..{bits - 1} bits, got {radius}")
+    def __init__(self, radius: int):
+        if not 0 <= radius < 64:
+            raise ValueError(f"pHash radius must be in 0..63 bits, got {radius}")
         self.radius = radius
         self._bits = np.zeros(1024, dtype=np.uint64)
         self._keys: list[str] = []

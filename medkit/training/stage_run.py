@@ -94,6 +94,9 @@ def build_stage_model(stage: StageConfig, profile: Profile, tokenizer, previous:
     return MedGPTOssForConditionalGeneration._from_config(config)
 
 
+ZERO_SHARD = re.compile(r"zero_pp_rank_(?P<rank>\d+)_mp_rank_\d+_(?P<kind>model|optim)_states\.pt$")
+
+
 def checkpoint_step(checkpoint: Path) -> int | None:
     """N of a ``checkpoint-N`` folder; None for other names."""
     suffix = checkpoint.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
@@ -111,9 +114,11 @@ def checkpoint_is_complete(checkpoint: Path) -> bool:
         return False
     if state.get("global_step") != checkpoint_step(checkpoint) or not tag or not (checkpoint / tag).is_dir():
         return False
-    shards = {kind: {re.search(r"zero_pp_rank_(\d+)_", f.name).group(1)
-                     for f in (checkpoint / tag).glob(f"*zero_pp_rank_*_{kind}_states.pt")}
-              for kind in ("model", "optim")}
+    shards: dict[str, set[str]] = {"model": set(), "optim": set()}
+    for f in (checkpoint / tag).iterdir():
+        shard = ZERO_SHARD.search(f.name)
+        if shard:
+            shards[shard["kind"]].add(shard["rank"])
     return bool(shards["model"]) and shards["model"] == shards["optim"]
 
 
