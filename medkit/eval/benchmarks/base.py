@@ -26,7 +26,8 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from medkit.data.schema import Sample, validate_sample
 
@@ -34,6 +35,13 @@ KINDS = ("mc", "report", "impression")
 SCORERS = ("strict_mc", "report_metrics", "ratescore")
 TABLES = ("4", "5", "6", "figure2")
 LETTERS = "ABCDEFGHIJ"
+
+# Generation budget (new tokens) per kind of benchmark. GPT-oss writes its ``analysis`` channel before
+# the ``final`` one, so a multiple-choice answer needs room for the reasoning first; decoding stops at
+# ``<|return|>`` (the end of the final message), so a short answer costs no more than it uses. Reports
+# need a whole findings section (MIMIC-CXR findings run to ~100-250 words, ~350 tokens) after the
+# analysis. The baselines' own recommended budgets (1,024-8,192) are in baselines.yaml.
+GENERATION_BUDGET = {"mc": 2048, "report": 3072, "impression": 2048}
 
 
 class BenchmarkDataError(ValueError):
@@ -74,6 +82,10 @@ class Benchmark:
     scorer: str = "strict_mc"
     shots: int = 0
     count_explanation: str = ""
+    # native-loader parameters and their defaults (e.g. SLAKE's languages); ``native`` receives them as
+    # keyword arguments, and the chosen values are part of the prediction-store key
+    options: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    max_new_tokens: int = 0  # 0: GENERATION_BUDGET of the benchmark's kind
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -84,13 +96,26 @@ class Benchmark:
             raise ValueError(f"benchmark {self.name!r}: table must be one of {TABLES}, got {self.table!r}")
         if self.shots not in (0, 1):
             raise ValueError(f"benchmark {self.name!r}: shots must be 0 or 1, got {self.shots!r}")
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        if self.max_new_tokens == 0:
+            object.__setattr__(self, "max_new_tokens", GENERATION_BUDGET[self.kind])
 
-    def load_native(self, data_root: str | Path) -> list[Sample]:
+    def resolve_options(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The native loader's options: defaults updated by ``given``; an unknown name is an error."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            known = ", ".join(sorted(self.options)) or "none"
+            raise ValueError(f"benchmark {self.name!r} has no option {', '.join(map(repr, unknown))} (options: {known})")
+        return {**self.options, **given}
+
+    def load_native(self, data_root: str | Path, options: Mapping[str, Any] | None = None) -> list[Sample]:
+        resolved = self.resolve_options(options)
         folder = Path(data_root) / self.data_dir
         if not folder.is_dir():
             files = ", ".join(self.native_files)
             raise MissingBenchmarkFile(f"{self.name}: expected the folder {folder} (files: {files})")
-        return checked(self.native(folder), f"{self.name} (native, {folder})")
+        return checked(self.native(folder, **resolved), f"{self.name} (native, {folder})")
 
     def load_synthetic(self, corpus_dir: str | Path) -> list[Sample]:
         folder = Path(corpus_dir)
@@ -104,6 +129,7 @@ class LoadedBenchmark:
     benchmark: Benchmark
     items: list[Sample]
     count_note: str
+    options: dict[str, Any] = field(default_factory=dict)  # the native options used ({} for synthetic)
 
 
 _REGISTRY: dict[str, Benchmark] = {}
@@ -134,19 +160,28 @@ def all_benchmarks() -> list[Benchmark]:
 
 
 def load_benchmark(
-    name: str, *, data_root: str | Path | None = None, corpus_dir: str | Path | None = None, limit: int | None = None
+    name: str, *, data_root: str | Path | None = None, corpus_dir: str | Path | None = None, limit: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> LoadedBenchmark:
-    """Load a benchmark from its native release (``data_root``) or the synthetic corpus (``corpus_dir``)."""
+    """Load a benchmark from its native release (``data_root``) or the synthetic corpus (``corpus_dir``).
+
+    ``options`` are the native loader's parameters (``Benchmark.options`` lists them with defaults).
+    """
     if (data_root is None) == (corpus_dir is None):
         raise ValueError("pass exactly one of data_root (native release) or corpus_dir (synthetic corpus)")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     benchmark = get_benchmark(name)
-    items = benchmark.load_native(data_root) if data_root is not None else benchmark.load_synthetic(corpus_dir)
+    resolved = benchmark.resolve_options(options)
+    if data_root is not None:
+        items = benchmark.load_native(data_root, resolved)
+    else:
+        items = benchmark.load_synthetic(corpus_dir)
+        resolved = {}
     total = len(items)
     items = items[:limit] if limit is not None else items
     note = count_note(benchmark, total, len(items), synthetic=corpus_dir is not None, limit=limit)
-    return LoadedBenchmark(benchmark, items, note)
+    return LoadedBenchmark(benchmark, items, note, resolved)
 
 
 def count_note(benchmark: Benchmark, total: int, kept: int, *, synthetic: bool, limit: int | None) -> str:

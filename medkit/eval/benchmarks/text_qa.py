@@ -193,10 +193,12 @@ def synthetic_text_loader(benchmark: str) -> Callable[[Path], list[Sample]]:
 
 
 def text_benchmark(name: str, title: str, source: str, split: str, count: int, data_dir: str,
-                   files: tuple[str, ...], native: Callable[[Path], list[Sample]], explanation: str = "") -> Benchmark:
+                   files: tuple[str, ...], native: Callable[..., list[Sample]], explanation: str = "",
+                   options: dict | None = None) -> Benchmark:
     return register(Benchmark(name=name, title=title, table="5", kind="mc", source=source, split=split,
                               expected_count=count, data_dir=data_dir, native_files=files, native=native,
-                              synthetic=synthetic_text_loader(name), scorer="strict_mc", count_explanation=explanation))
+                              synthetic=synthetic_text_loader(name), scorer="strict_mc", count_explanation=explanation,
+                              options=options or {}))
 
 
 text_benchmark("medqa", "MedQA", "GBaker/MedQA-USMLE-4-options", "test", 1273, "medqa",

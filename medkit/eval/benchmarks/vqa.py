@@ -360,10 +360,12 @@ def synthetic_vqa_loader(benchmark: str) -> Callable[[Path], list[Sample]]:
 
 
 def vqa_benchmark(name: str, title: str, source: str, split: str, count: int, data_dir: str,
-                  files: tuple[str, ...], native: Callable[[Path], list[Sample]], explanation: str = "") -> Benchmark:
+                  files: tuple[str, ...], native: Callable[..., list[Sample]], explanation: str = "",
+                  options: dict | None = None) -> Benchmark:
     return register(Benchmark(name=name, title=title, table="4", kind="mc", source=source, split=split,
                               expected_count=count, data_dir=data_dir, native_files=files, native=native,
-                              synthetic=synthetic_vqa_loader(name), scorer="strict_mc", count_explanation=explanation))
+                              synthetic=synthetic_vqa_loader(name), scorer="strict_mc", count_explanation=explanation,
+                              options=options or {}))
 
 
 vqa_benchmark("medxpertqa_mm", "MedXQA (multimodal)", "TsinghuaC3I/MedXpertQA (MM)", "test", 2000, "medxpertqa",
