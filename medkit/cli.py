@@ -102,20 +102,6 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
-def eval_adapter(model: str, profile_name: str):
-    """A medkit checkpoint folder, or the name of a baseline in medkit/configs/baselines.yaml."""
-    from medkit.eval.adapters import MedkitAdapter
-    from medkit.profiles import load_profile
-
-    if Path(model).is_dir():
-        return MedkitAdapter.load(model, load_profile(profile_name))
-    from medkit.eval.baselines import baseline_names, load_baseline
-
-    if model in baseline_names():
-        return load_baseline(model)
-    raise FileNotFoundError(f"--model {model!r}: not a checkpoint folder nor a baseline ({baseline_names()})")
-
-
 def benchmark_selection(names: list[str]) -> list[str]:
     """Names, or ``all`` / ``table4`` / ``table5`` / ``table6`` / ``figure2``."""
     from medkit.eval.benchmarks import benchmark_names, get_benchmark
@@ -131,8 +117,24 @@ def benchmark_selection(names: list[str]) -> list[str]:
     return list(dict.fromkeys(selected))
 
 
+def benchmark_options(values: list[str]) -> dict[str, dict]:
+    """``--option slake.languages=en,zh``: BENCHMARK.NAME=VALUE, a comma list for several values; a
+    value is read as YAML (``5``, ``true``) so numbers and flags need no special syntax."""
+    import yaml
+
+    options: dict[str, dict] = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        benchmark, dot, option = name.partition(".")
+        if not sep or not dot or not benchmark or not option:
+            raise ValueError(f"--option {text!r}: expected BENCHMARK.NAME=VALUE, e.g. slake.languages=en")
+        parsed = [yaml.safe_load(v) for v in value.split(",")] if "," in value else yaml.safe_load(value)
+        options.setdefault(benchmark, {})[option] = parsed
+    return options
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from medkit.eval.generation import DecodeSettings
+    from medkit.eval.parallel import AdapterSource, open_adapter
     from medkit.eval.runner import EvalRequest, run_eval
 
     names = benchmark_selection(args.benchmarks)  # checked before a model is loaded
@@ -143,9 +145,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         generate_corpus(corpus, seed=0)
     request = EvalRequest(benchmarks=names, out_dir=Path(args.out),
                           data_root=Path(args.data_root) if args.data_root else None, corpus_dir=corpus,
-                          limit=args.limit, resume=args.resume, profile=args.profile,
-                          settings=DecodeSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size))
-    adapter = eval_adapter(args.model, args.profile)
+                          limit=args.limit, resume=args.resume, profile=args.profile, batch_size=args.batch_size,
+                          max_new_tokens=args.max_new_tokens, options=benchmark_options(args.option or []),
+                          nproc=args.nproc)
+    adapter = open_adapter(AdapterSource(args.model, profile=args.profile, reasoning_effort=args.reasoning_effort))
     for result in run_eval(adapter, request, generate=not args.rescore):
         print(format_result(result))
     return 0
@@ -254,13 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="run benchmarks (Tables 4-6, Figure 2) against a model")
     p.add_argument("--model", required=True, help="a medkit checkpoint folder or a baseline name")
     p.add_argument("--benchmarks", nargs="+", default=["all"], help="names, all, table4, table5, table6, figure2")
-    p.add_argument("--profile", default="tiny", help="chat and image settings for a medkit checkpoint")
+    p.add_argument("--profile", default=None, help="chat and image settings for a medkit checkpoint (default: "
+                   "the shipped profile whose architecture the checkpoint has)")
     p.add_argument("--data-root", default=None, help="folder of the native releases (omit: synthetic counterparts)")
     p.add_argument("--corpus", default="runs/corpus", help="synthetic corpus for the counterparts")
     p.add_argument("--out", default="runs/eval", help="predictions/ and results/ go here")
     p.add_argument("--limit", type=int, default=None, help="first N items per benchmark")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8, help="prompts decoded together per rank")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="new tokens per item for every benchmark "
+                   "(default: each benchmark's budget, or the profile's eval.max_new_tokens)")
+    p.add_argument("--nproc", type=int, default=1, help="data-parallel ranks; each gets an equal share of the "
+                   "visible GPUs (a model that needs two GPUs: --nproc = GPUs / 2), or of the CPU cores")
+    p.add_argument("--reasoning-effort", default=None, choices=["low", "medium", "high"],
+                   help="GPT-oss's harmony reasoning setting for a medkit checkpoint (default: the profile's, low)")
+    p.add_argument("--option", action="append", metavar="BENCHMARK.NAME=VALUE",
+                   help="a native-loader option, e.g. slake.languages=en (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the prediction store of a killed run")
     p.add_argument("--rescore", action="store_true", help="score the stored predictions only (no model calls)")
     p.set_defaults(func=cmd_eval)

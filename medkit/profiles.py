@@ -88,6 +88,19 @@ class ChatSection:
 
 
 @dataclass
+class EvalSection:
+    """Profile-level evaluation settings."""
+
+    # new tokens per item for every benchmark (null: each benchmark's own budget, which leaves room for
+    # GPT-oss's analysis channel; the tiny toy model needs no such room and would only spend CPU time)
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ConfigError(f"eval.max_new_tokens must be a positive integer, got {self.max_new_tokens}")
+
+
+@dataclass
 class DataSection:
     corpus_seed: int = 0
 
@@ -110,6 +123,7 @@ class Profile:
     tiling: TilingSection = field(default_factory=TilingSection)
     chat: ChatSection = field(default_factory=ChatSection)
     data: DataSection = field(default_factory=DataSection)
+    eval: EvalSection = field(default_factory=EvalSection)
     training: TrainingSection = field(default_factory=TrainingSection)
 
     @property

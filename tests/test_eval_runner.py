@@ -45,7 +45,7 @@ def adapter(checkpoint):
 
 def request(out, corpus, **kw):
     return EvalRequest(benchmarks=kw.pop("benchmarks", BENCHMARKS), out_dir=out, corpus_dir=corpus, limit=6,
-                       settings=DecodeSettings(max_new_tokens=8, batch_size=4), n_boot=200, profile="tiny", **kw)
+                       max_new_tokens=8, batch_size=4, n_boot=200, profile="tiny", **kw)
 
 
 class Interrupted(RuntimeError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -80,33 +81,56 @@ def prompt_hash(sample: Sample, root: Path) -> str:
 
 
 class MedkitAdapter:
-    """A MedGPT-OSS checkpoint (or an in-memory model) with its processor and the profile's chat settings."""
+    """A MedGPT-OSS checkpoint (or an in-memory model) with its processor and the profile's chat settings.
 
-    def __init__(self, model: PreTrainedModel, processor: MedGPTOssProcessor, profile: Profile,
-                 name: str = "medkit", checkpoint: Path | None = None):
-        self.model = model.eval()
+    From a checkpoint folder the weights load lazily, on the first ``generate``: the prediction-store key
+    (``fingerprint``) needs only the config and the safetensors hashes, so a rescore or a data-parallel
+    parent never holds the model. Weights go to the GPUs this process sees (:mod:`medkit.eval.placement`)
+    in the checkpoint's own dtype (bf16 for a paper-profile checkpoint, float32 for a tiny one).
+    """
+
+    def __init__(self, model: PreTrainedModel | None, processor: MedGPTOssProcessor, profile: Profile,
+                 name: str = "medkit", checkpoint: Path | None = None, dtype: str | None = None):
+        if model is None and checkpoint is None:
+            raise ValueError("MedkitAdapter needs a model or a checkpoint folder")
+        self._model = model.eval() if model is not None else None
         self.processor = processor
         self.profile = profile
         self.name = name
         self.checkpoint = checkpoint
+        self.dtype = dtype or (str(model.dtype).removeprefix("torch.") if model is not None else profile.model.dtype)
         self._weights: str | None = None
 
     @classmethod
-    def load(cls, checkpoint: str | Path, profile: Profile, name: str | None = None) -> "MedkitAdapter":
+    def load(cls, checkpoint: str | Path, profile: Profile | None = None, name: str | None = None,
+             reasoning_effort: str | None = None) -> "MedkitAdapter":
+        """The adapter of a ``save_pretrained`` folder; ``profile`` None: the shipped profile whose
+        architecture the checkpoint has (:func:`checkpoint_profile`); ``reasoning_effort`` replaces the
+        profile's harmony reasoning setting."""
         from medkit.chat import load_tokenizer
-        from medkit.model.build import load_model
+        from medkit.model.configuration import MedGPTOssConfig
 
         checkpoint = Path(checkpoint)
-        if not (checkpoint / "config.json").is_file():
-            raise FileNotFoundError(f"model {checkpoint}: no config.json (expected a save_pretrained folder)")
-        model = load_model(checkpoint, dtype=profile.model.dtype)
+        config = checkpoint_config(checkpoint)
+        profile = checkpoint_profile(checkpoint, profile)
+        if reasoning_effort is not None:
+            profile.chat = replace(profile.chat, reasoning_effort=reasoning_effort)
         tokenizer = load_tokenizer(str(checkpoint))
-        processor = MedGPTOssProcessor.for_model(model.config, tokenizer, profile)
-        return cls(model, processor, profile, name or checkpoint.name, checkpoint)
+        processor = MedGPTOssProcessor.for_model(MedGPTOssConfig.from_pretrained(checkpoint), tokenizer, profile)
+        return cls(None, processor, profile, name or checkpoint.name, checkpoint, dtype=checkpoint_dtype(config))
+
+    @property
+    def model(self) -> PreTrainedModel:
+        if self._model is None:
+            from medkit.eval.placement import model_placement
+            from medkit.model.build import load_model
+
+            self._model = load_model(self.checkpoint, dtype=self.dtype, **model_placement()).eval()
+        return self._model
 
     def fingerprint(self) -> dict[str, Any]:
         if self._weights is None:
-            self._weights = weights_fingerprint(self.model, self.checkpoint)
+            self._weights = weights_fingerprint(self._model, self.checkpoint)
         spec = get_encoder(self.profile.model.encoder)
         tiling = self.processor.image_processor
         return {
@@ -117,8 +141,65 @@ class MedkitAdapter:
             "image": {"encoder": spec.name, "tile_size": tiling.tile_size, "max_tiles": tiling.max_tiles,
                       "min_tiles": tiling.min_tiles, "thumbnail": tiling.use_thumbnail,
                       "mean": list(spec.image_mean), "std": list(spec.image_std)},
-            "dtype": self.profile.model.dtype,
+            "dtype": self.dtype,
         }
+
+    def prompt_length(self, sample: Sample, root: Path) -> int:
+        return self.processor.prompt_length(sample, root)
 
     def generate(self, items: Sequence[tuple[Sample, Path]], settings: DecodeSettings) -> list[Completion]:
         return generate_batch(self.model, self.processor, items, settings)
+
+
+# Architecture fields that tell the shipped profiles apart in a checkpoint's text config.
+ARCHITECTURE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_local_experts")
+
+
+def checkpoint_config(checkpoint: Path) -> dict[str, Any]:
+    path = checkpoint / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"model {checkpoint}: no config.json (expected a save_pretrained folder)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def checkpoint_dtype(config: dict[str, Any]) -> str:
+    """The dtype the checkpoint was saved in (transformers writes ``dtype``, older ones ``torch_dtype``)."""
+    from medkit.model.build import DTYPES
+
+    dtype = config.get("dtype") or config.get("torch_dtype") or config.get("text_config", {}).get("dtype")
+    return dtype if dtype in DTYPES else "float32"
+
+
+def architecture(text_config: dict[str, Any]) -> dict[str, Any]:
+    return {k: text_config.get(k) for k in ARCHITECTURE_KEYS}
+
+
+def checkpoint_profile(checkpoint: Path, profile: Profile | None = None) -> Profile:
+    """The profile a medkit checkpoint was built with: the shipped profile (tiny, paper) whose language
+    model has the checkpoint's architecture, with the checkpoint's vision encoder. An explicit profile
+    must agree with the checkpoint (a paper checkpoint read with tiny settings would be silently wrong)."""
+    from medkit.profiles import PROFILE_NAMES, load_profile
+
+    config = checkpoint_config(checkpoint)
+    if config.get("model_type") != "medgpt_oss":
+        raise ValueError(f"model {checkpoint}: model_type {config.get('model_type')!r} is not a medkit checkpoint "
+                         "(medgpt_oss); for a baseline pass its name from medkit/configs/baselines.yaml")
+    found = architecture(config.get("text_config", {}))
+    encoder = config.get("encoder_name", "clip")
+    if profile is not None:
+        wanted = architecture(profile.model.text_config)
+        if wanted != found:
+            raise ValueError(f"--profile {profile.name!r} describes a language model {wanted}, but {checkpoint} "
+                             f"holds {found}; omit --profile to use the checkpoint's own")
+        if profile.model.encoder != encoder:
+            profile.model.encoder = encoder
+        return profile
+    for name in PROFILE_NAMES:
+        candidate = load_profile(name, encoder=encoder)
+        if architecture(candidate.model.text_config) == found:
+            return candidate
+    raise ValueError(f"model {checkpoint}: its language model {found} matches no shipped profile "
+                     f"({', '.join(PROFILE_NAMES)}); pass --profile with a profile YAML that describes it")

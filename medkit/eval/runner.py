@@ -1,18 +1,27 @@
 """Run benchmarks against a model: generate what the store lacks, then score everything in the store.
 
-Per benchmark: load the items (native release or synthetic counterpart), skip the ids the prediction
-store already has, decode the rest batch by batch (each batch appended to the store as it finishes),
-then score from the store alone and write ``results/<benchmark>.json``. Each stored line also keeps the
-parsed answer and correctness as scored when it was generated. A killed run rerun with ``resume``
-continues where it stopped; rescoring (``generate=False``) never touches the model and recomputes every
-score from the stored outputs.
+Every benchmark of the selection is loaded (and its native data checked) before any model time is
+spent. Per benchmark: skip the ids the prediction store already has, order the rest by prompt length and
+cut them into batches (so left padding wastes little), decode batch by batch (each batch appended to the
+store as it finishes), then score from the store alone and write ``results/<benchmark>.json``. Each
+stored line also keeps the parsed answer and correctness as scored when it was generated. A killed run
+rerun with ``resume`` continues where it stopped; rescoring (``generate=False``) never touches the model
+and recomputes every score from the stored outputs.
+
+With ``nproc`` > 1 the batches are dealt round-robin to data-parallel ranks (:mod:`medkit.eval.parallel`),
+each appending to its own store shard; the batches are the same as one process would decode, so the
+merged predictions are too.
+
+Generation budget: each benchmark's own (``Benchmark.max_new_tokens``: room for GPT-oss's analysis
+channel before the answer; decoding stops at ``<|return|>``), unless ``max_new_tokens`` overrides it.
+The value used is part of the store key and recorded in the result file.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,7 +29,7 @@ from tqdm.auto import tqdm
 
 from medkit.data.schema import Sample
 from medkit.eval.adapters import ModelAdapter, prompt_hash
-from medkit.eval.benchmarks import Benchmark, get_benchmark, load_benchmark
+from medkit.eval.benchmarks import Benchmark, LoadedBenchmark, get_benchmark, load_benchmark
 from medkit.eval.generation import DecodeSettings
 from medkit.eval.store import Prediction, PredictionStore, StoreError, check_prompt, prediction_from
 
@@ -34,16 +43,48 @@ class EvalRequest:
     data_root: Path | None = None  # native releases (paper); None: synthetic counterparts from corpus_dir
     corpus_dir: Path | None = None
     limit: int | None = None
-    settings: DecodeSettings = DecodeSettings()
+    batch_size: int = 8
+    max_new_tokens: int | None = None  # None: each benchmark's generation budget
     resume: bool = False
     n_boot: int = 1000
     seed: int = 0
     profile: str | None = None  # recorded in the result files, so reviewer mode stamps tables with it
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # benchmark -> native-loader options
+    nproc: int = 1  # data-parallel ranks
+    profile_max_new_tokens: int | None = None  # the evaluated profile's eval.max_new_tokens (see budget)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "nproc"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.max_new_tokens is not None and (not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1):
+            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+
+    def budget(self, benchmark: Benchmark) -> tuple[int, str]:
+        """(new tokens, where the number comes from): the request's override, else the profile's
+        ``eval.max_new_tokens`` if the adapter has a profile that sets one, else the benchmark's own."""
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens, "override"
+        if self.profile_max_new_tokens is not None:
+            return self.profile_max_new_tokens, "profile"
+        return benchmark.max_new_tokens, "benchmark"
+
+    def settings(self, benchmark: Benchmark) -> DecodeSettings:
+        return DecodeSettings(max_new_tokens=self.budget(benchmark)[0], batch_size=self.batch_size)
 
 
-def store_key(adapter: ModelAdapter, benchmark: Benchmark, request: EvalRequest) -> dict[str, Any]:
-    return {"model": adapter.fingerprint(), "benchmark": benchmark.name, "decode": request.settings.key(),
-            "source": "native" if request.data_root is not None else "synthetic"}
+def store_key(adapter: ModelAdapter, loaded: LoadedBenchmark, request: EvalRequest) -> dict[str, Any]:
+    benchmark = loaded.benchmark
+    key = {"model": adapter.fingerprint(), "benchmark": benchmark.name, "decode": request.settings(benchmark).key(),
+           "source": "native" if request.data_root is not None else "synthetic"}
+    if loaded.options:  # e.g. SLAKE's languages: other options, other items
+        key["options"] = loaded.options
+    return key
+
+
+def open_store(adapter: ModelAdapter, loaded: LoadedBenchmark, request: EvalRequest) -> PredictionStore:
+    return PredictionStore(request.out_dir / "predictions" / adapter.name, loaded.benchmark.name,
+                           store_key(adapter, loaded, request))
 
 
 def pending_items(items: Sequence[Sample], done: dict[str, Prediction], store: PredictionStore) -> list[Sample]:
@@ -58,6 +99,21 @@ def pending_items(items: Sequence[Sample], done: dict[str, Prediction], store: P
     return todo
 
 
+def prompt_length(adapter: ModelAdapter, sample: Sample) -> int:
+    """The adapter's token count of the prompt where it has one; else characters plus a per-image
+    allowance (a baseline's processor decides its own image tokens)."""
+    if hasattr(adapter, "prompt_length"):
+        return adapter.prompt_length(sample, ROOT)
+    return len(json.dumps(sample.messages, ensure_ascii=False)) + 1000 * len(sample.images)
+
+
+def length_batches(adapter: ModelAdapter, todo: Sequence[Sample], batch_size: int) -> list[list[Sample]]:
+    """The pending items ordered by prompt length (ties keep benchmark order), cut into batches."""
+    order = sorted(range(len(todo)), key=lambda i: prompt_length(adapter, todo[i]))
+    ordered = [todo[i] for i in order]
+    return [ordered[start : start + batch_size] for start in range(0, len(ordered), batch_size)]
+
+
 def scored_at_generation(benchmark: Benchmark, sample: Sample, final: str) -> tuple[str | None, bool | None]:
     """(parsed answer, correct) to store with a new prediction: the strict letter and whether it matches
     for multiple choice; (None, None) for free text, whose metrics are corpus-level."""
@@ -69,16 +125,15 @@ def scored_at_generation(benchmark: Benchmark, sample: Sample, final: str) -> tu
     return result.parsed, result.correct
 
 
-def generate_missing(adapter: ModelAdapter, benchmark: Benchmark, todo: list[Sample], store: PredictionStore,
-                     settings: DecodeSettings, progress: bool) -> None:
-    bar = tqdm(total=len(todo), desc=benchmark.name, unit="item", disable=not progress)
-    for start in range(0, len(todo), settings.batch_size):
-        batch = todo[start : start + settings.batch_size]
+def decode_batches(adapter: ModelAdapter, benchmark: Benchmark, batches: Sequence[Sequence[Sample]],
+                   store: PredictionStore, settings: DecodeSettings, bar: Any = None) -> None:
+    """Decode each batch and append it to ``store`` as soon as it finishes (a kill loses one batch)."""
+    for batch in batches:
         completions = adapter.generate([(s, ROOT) for s in batch], settings)
         store.append(prediction_from(c, prompt_hash(s, ROOT), *scored_at_generation(benchmark, s, c.final))
                      for c, s in zip(completions, batch))
-        bar.update(len(batch))
-    bar.close()
+        if bar is not None:
+            bar.update(len(batch))
 
 
 def score(benchmark: Benchmark, items: Sequence[Sample], predictions: dict[str, Prediction],
@@ -145,36 +200,111 @@ def write_json(path: Path, value: Any) -> None:
     tmp.replace(path)
 
 
-def run_benchmark(adapter: ModelAdapter, name: str, request: EvalRequest, *, generate: bool = True,
-                  progress: bool = True) -> dict[str, Any]:
-    benchmark = get_benchmark(name)
-    loaded = load_benchmark(name, data_root=request.data_root,
-                            corpus_dir=None if request.data_root is not None else request.corpus_dir,
-                            limit=request.limit)
-    if not loaded.items:
-        raise ValueError(f"benchmark {name!r} has no items ({loaded.count_note})")
-    store = PredictionStore(request.out_dir / "predictions" / adapter.name, name,
-                            store_key(adapter, benchmark, request))
-    start = time.perf_counter()
+@dataclass
+class PreparedBenchmark:
+    """A loaded benchmark, its open store and the batches still to decode."""
+
+    loaded: LoadedBenchmark
+    store: PredictionStore
+    settings: DecodeSettings
+    batches: list[list[Sample]]
+
+    @property
+    def name(self) -> str:
+        return self.loaded.benchmark.name
+
+    @property
+    def pending(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+
+def check_selection(request: EvalRequest) -> None:
+    """Every name and every option checked before any data is read or model time spent."""
+    for name in request.benchmarks:
+        get_benchmark(name)
+    for name, options in request.options.items():
+        if name not in request.benchmarks:
+            raise ValueError(f"options given for {name!r}, which is not among the selected benchmarks")
+        get_benchmark(name).resolve_options(options)
+
+
+def load_selection(request: EvalRequest) -> list[LoadedBenchmark]:
+    """Every selected benchmark loaded, so a missing or malformed release fails before any decoding."""
+    loaded = []
+    for name in request.benchmarks:
+        benchmark = load_benchmark(name, data_root=request.data_root,
+                                   corpus_dir=None if request.data_root is not None else request.corpus_dir,
+                                   limit=request.limit, options=request.options.get(name))
+        if not benchmark.items:
+            raise ValueError(f"benchmark {name!r} has no items ({benchmark.count_note})")
+        loaded.append(benchmark)
+    return loaded
+
+
+def prepare(adapter: ModelAdapter, loaded: LoadedBenchmark, request: EvalRequest, generate: bool) -> PreparedBenchmark:
+    store = open_store(adapter, loaded, request)
+    settings = request.settings(loaded.benchmark)
+    batches: list[list[Sample]] = []
     if generate:
         done = store.open(resume=request.resume)
-        todo = pending_items(loaded.items, done, store)
-        generate_missing(adapter, benchmark, todo, store, request.settings, progress)
-    else:
-        todo = []
-    metrics, rows = score(benchmark, loaded.items, store.read(), request.n_boot, request.seed)
-    result = {"benchmark": name, "title": benchmark.title, "table": benchmark.table, "model": adapter.name,
+        batches = length_batches(adapter, pending_items(loaded.items, done, store), request.batch_size)
+    return PreparedBenchmark(loaded, store, settings, batches)
+
+
+def decode_here(adapter: ModelAdapter, prepared: Sequence[PreparedBenchmark], progress: bool) -> dict[str, float]:
+    """One process decodes every pending batch; returns the decode seconds per benchmark."""
+    seconds = {}
+    for job in prepared:
+        start = time.perf_counter()
+        bar = tqdm(total=job.pending, desc=job.name, unit="item", disable=not progress)
+        decode_batches(adapter, job.loaded.benchmark, job.batches, job.store, job.settings, bar)
+        bar.close()
+        seconds[job.name] = round(time.perf_counter() - start, 2)
+    return seconds
+
+
+def finish(adapter: ModelAdapter, job: PreparedBenchmark, request: EvalRequest,
+           decode_seconds: float | None) -> dict[str, Any]:
+    """Score one benchmark from its store alone and write its result and per-item files."""
+    job.store.merge_shards()
+    benchmark, items = job.loaded.benchmark, job.loaded.items
+    metrics, rows = score(benchmark, items, job.store.read(), request.n_boot, request.seed)
+    result = {"benchmark": benchmark.name, "title": benchmark.title, "table": benchmark.table, "model": adapter.name,
               "profile": request.profile, "seed": request.seed,
               "source": "native" if request.data_root is not None else "synthetic",
-              "n": len(loaded.items), "count_note": loaded.count_note, "metrics": metrics,
-              "store": str(store.path), "generated_now": len(todo), "seconds": round(time.perf_counter() - start, 2)}
-    write_json(request.out_dir / "results" / adapter.name / f"{name}.json", result)
-    write_json(request.out_dir / "results" / adapter.name / f"{name}.items.json", rows)
+              "n": len(items), "count_note": job.loaded.count_note, "options": job.loaded.options,
+              "max_new_tokens": job.settings.max_new_tokens,
+              "max_new_tokens_from": request.budget(benchmark)[1],
+              "metrics": metrics, "store": str(job.store.path), "generated_now": job.pending,
+              "nproc": request.nproc, "decode_seconds": decode_seconds}
+    write_json(request.out_dir / "results" / adapter.name / f"{benchmark.name}.json", result)
+    write_json(request.out_dir / "results" / adapter.name / f"{benchmark.name}.items.json", rows)
     return result
+
+
+def with_adapter_profile(adapter: ModelAdapter, request: EvalRequest) -> EvalRequest:
+    """A medkit model's profile fills in what the request leaves open: the profile recorded in the result
+    files and the profile's generation budget."""
+    profile = getattr(adapter, "profile", None)
+    if profile is None:
+        return request
+    return replace(request, profile=request.profile or profile.name,
+                   profile_max_new_tokens=request.profile_max_new_tokens or profile.eval.max_new_tokens)
 
 
 def run_eval(adapter: ModelAdapter, request: EvalRequest, *, generate: bool = True,
              progress: bool = True) -> list[dict[str, Any]]:
-    for name in request.benchmarks:
-        get_benchmark(name)  # every name checked before any model time is spent
-    return [run_benchmark(adapter, name, request, generate=generate, progress=progress) for name in request.benchmarks]
+    """Generate what the stores lack for every selected benchmark (on ``request.nproc`` ranks), then score."""
+    request = with_adapter_profile(adapter, request)
+    check_selection(request)
+    prepared = [prepare(adapter, loaded, request, generate) for loaded in load_selection(request)]
+    seconds: dict[str, float | None] = {}
+    if any(job.batches for job in prepared):
+        if request.nproc == 1:
+            seconds = decode_here(adapter, prepared, progress)
+        else:
+            from medkit.eval.parallel import decode_in_parallel
+
+            total = decode_in_parallel(adapter, prepared, request, progress)
+            seconds = {job.name: total for job in prepared}  # the ranks decode all benchmarks in one phase
+    return [finish(adapter, job, request, seconds.get(job.name)) for job in prepared]

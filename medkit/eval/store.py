@@ -8,6 +8,10 @@ choice; null for free text, and in lines written before these fields existed). L
 flushed batch by batch, so a killed run loses at most the batch in flight; on reopening, a torn last
 line is cut off and finished ids are skipped. Scoring reads the store and never regenerates; rescoring
 recomputes everything from ``raw``/``final`` and leaves the stored ``parsed``/``correct`` as they were.
+
+Data-parallel ranks (``medkit eval --nproc N``) never write one file together: rank r appends to its own
+shard ``<key hash>.rank<r>.jsonl``, and the parent folds every shard into the main file when the ranks
+are done, and again when the store is next opened, so a run killed mid-way resumes with any N.
 """
 
 from __future__ import annotations
@@ -47,12 +51,41 @@ class Prediction:
 class PredictionStore:
     """``<root>/<benchmark>/<key hash>.jsonl`` plus ``<key hash>.key.json``."""
 
-    def __init__(self, root: str | Path, benchmark: str, key: dict[str, Any]):
+    def __init__(self, root: str | Path, benchmark: str, key: dict[str, Any], rank: int | None = None):
         self.key = key
         self.key_hash = canonical_hash(key)
         self.folder = Path(root) / benchmark
-        self.path = self.folder / f"{self.key_hash}.jsonl"
+        self.path = self.folder / (f"{self.key_hash}.jsonl" if rank is None else f"{self.key_hash}.rank{rank}.jsonl")
         self.key_path = self.folder / f"{self.key_hash}.key.json"
+
+    def shard(self, rank: int) -> "PredictionStore":
+        """The file data-parallel rank ``rank`` appends to (folded in by :meth:`merge_shards`)."""
+        return PredictionStore(self.folder.parent, self.folder.name, self.key, rank=rank)
+
+    def shard_paths(self) -> list[Path]:
+        return sorted(self.folder.glob(f"{self.key_hash}.rank*.jsonl"))
+
+    def merge_shards(self) -> int:
+        """Append the ranks' shards to the main file and delete them; returns the predictions added.
+
+        A torn last line of a shard (a killed rank) is dropped; an id in two files must hold the same
+        prediction (a rank rerun over an item is harmless), a different one is an error naming both."""
+        done = self.read()
+        added: list[Prediction] = []
+        for shard in self.shard_paths():
+            for number, prediction in read_lines(shard):
+                earlier = done.get(prediction.id)
+                if earlier is None:
+                    done[prediction.id] = prediction
+                    added.append(prediction)
+                elif earlier != prediction:
+                    raise StoreError(f"{shard} line {number}: id {prediction.id!r} differs from the prediction "
+                                     f"already stored for it in {self.path}")
+        if added:
+            self.append(added)
+        for shard in self.shard_paths():
+            shard.unlink()
+        return len(added)
 
     def open(self, *, resume: bool) -> dict[str, Prediction]:
         """Prepare for writing; return the predictions already stored (empty for a fresh store).
@@ -68,6 +101,7 @@ class PredictionStore:
             tmp.write_text(json.dumps(self.key, indent=2, sort_keys=True))
             tmp.replace(self.key_path)
         self._cut_torn_tail()
+        self.merge_shards()
         done = self.read()
         if done and not resume:
             raise StoreError(f"{self.path} already holds {len(done)} predictions for this model and settings; "
@@ -76,16 +110,10 @@ class PredictionStore:
 
     def read(self) -> dict[str, Prediction]:
         predictions: dict[str, Prediction] = {}
-        if not self.path.is_file():
-            return predictions
-        with self.path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.endswith("\n"):
-                    break  # a line torn by a kill; open() cuts it off before appending
-                record = json.loads(line)
-                if record["id"] in predictions:
-                    raise StoreError(f"{self.path} line {number}: id {record['id']!r} stored twice")
-                predictions[record["id"]] = Prediction(**record)
+        for number, prediction in read_lines(self.path):
+            if prediction.id in predictions:
+                raise StoreError(f"{self.path} line {number}: id {prediction.id!r} stored twice")
+            predictions[prediction.id] = prediction
         return predictions
 
     def append(self, predictions: Iterable[Prediction]) -> None:
@@ -102,6 +130,17 @@ class PredictionStore:
         if data and not data.endswith(b"\n"):
             with self.path.open("r+b") as f:
                 f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_lines(path: Path) -> Iterable[tuple[int, Prediction]]:
+    """(line number, prediction) of a store file; a torn last line (a kill mid-write) is left out."""
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.endswith("\n"):
+                break  # a line torn by a kill; open() cuts it off before appending
+            yield number, Prediction(**json.loads(line))
 
 
 def check_prompt(stored: Prediction, prompt_hash: str, where: str) -> None:

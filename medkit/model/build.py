@@ -110,5 +110,6 @@ def compose_pretrained(
     return model
 
 
-def load_model(path: str | Path, dtype: str = "float32") -> MedGPTOssForConditionalGeneration:
-    return MedGPTOssForConditionalGeneration.from_pretrained(path, dtype=DTYPES[dtype])
+def load_model(path: str | Path, dtype: str = "float32", **placement) -> MedGPTOssForConditionalGeneration:
+    """A saved MedGPT-OSS checkpoint; ``placement``: ``device_map`` (see medkit.eval.placement)."""
+    return MedGPTOssForConditionalGeneration.from_pretrained(path, dtype=DTYPES[dtype], **placement)

@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 
 from medkit.eval.benchmarks import benchmark_names
-from medkit.eval.generation import DecodeSettings
 from medkit.eval.runner import EvalRequest, run_eval
 from medkit.notebook.params import NotebookParameters
 
@@ -32,16 +31,17 @@ def eval_request(params: NotebookParameters, table: str) -> EvalRequest:
     return EvalRequest(benchmarks=benchmark_names(table=table), out_dir=params.run / "eval",
                        data_root=Path(params.data_root) if params.data_root else None, corpus_dir=corpus,
                        limit=params.limit, resume=True,  # a rerun continues the store, never duplicates it
-                       settings=DecodeSettings(max_new_tokens=params.max_new_tokens, batch_size=params.batch_size),
+                       max_new_tokens=params.max_new_tokens, batch_size=params.batch_size, nproc=params.nproc,
                        seed=params.seed, profile=params.profile)
 
 
 def evaluate_table(params: NotebookParameters, table: str) -> pd.DataFrame:
-    """Generate what the store lacks for the table's benchmarks, score, and return one row per benchmark."""
-    from medkit.eval.adapters import MedkitAdapter
-    from medkit.profiles import load_profile
+    """Generate what the store lacks for the table's benchmarks (on ``nproc`` data-parallel ranks),
+    score, and return one row per benchmark."""
+    from medkit.eval.parallel import AdapterSource, open_adapter
 
-    adapter = MedkitAdapter.load(model_path(params), load_profile(params.profile), name=MODEL_NAME)
+    adapter = open_adapter(AdapterSource(str(model_path(params)), profile=params.profile, name=MODEL_NAME,
+                                         reasoning_effort=params.reasoning_effort))
     return results_table(run_eval(adapter, eval_request(params, table)))
 
 

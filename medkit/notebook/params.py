@@ -31,10 +31,11 @@ class NotebookParameters:
     model_path: str | None = None  # a checkpoint to evaluate; None: the instruction-tuned stage of run_dir
     limit: int | None = None  # first N items per benchmark
     max_steps: int | None = None  # optimizer steps per training stage (None: the profile's)
-    nproc: int = 2  # training ranks
+    nproc: int = 2  # training ranks; in the evaluation notebooks, data-parallel eval ranks
     encoders: list[str] | None = None  # ablation subset (None: all four)
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None  # None: each benchmark's budget (or the profile's eval.max_new_tokens)
     batch_size: int = 8
+    reasoning_effort: str | None = None  # GPT-oss harmony "Reasoning:" setting; None: the profile's (low)
     tables_dir: str = "paper_tables"  # where notebook 10 writes the tables (relative: from the project root)
     figures_dir: str = "figures"
     smoke: bool = False  # a few steps and items: checks the notebook runs, not what it measures
@@ -121,6 +122,8 @@ def check_values(params: NotebookParameters) -> None:
     for name in ("run_dir", "tables_dir", "figures_dir"):
         if not getattr(params, name).strip():
             raise ConfigError(f"notebook parameter {name}={getattr(params, name)!r}: must not be empty")
+    if params.reasoning_effort not in (None, "low", "medium", "high"):
+        raise ConfigError(f"notebook parameter reasoning_effort={params.reasoning_effort!r}: use low, medium or high")
     unknown = [e for e in params.encoders or [] if e not in encoder_registry()]
     if unknown:
         raise ConfigError(f"notebook parameter encoders={params.encoders!r}: unknown encoder(s) {unknown}; "

@@ -12,6 +12,7 @@ and in :data:`NATIVE_LAYOUT` (benchmark -> folder under ``data_root`` and the fi
 """
 
 from medkit.eval.benchmarks.base import (
+    GENERATION_BUDGET,
     Benchmark,
     BenchmarkDataError,
     DuplicateBenchmarkError,
@@ -32,7 +33,7 @@ NATIVE_LAYOUT: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 __all__ = [
-    "Benchmark", "BenchmarkDataError", "DuplicateBenchmarkError", "LoadedBenchmark", "MissingBenchmarkFile",
+    "GENERATION_BUDGET", "Benchmark", "BenchmarkDataError", "DuplicateBenchmarkError", "LoadedBenchmark", "MissingBenchmarkFile",
     "NATIVE_LAYOUT", "UnknownBenchmarkError", "all_benchmarks", "benchmark_names", "get_benchmark",
     "load_benchmark", "register", "stable_int",
 ]
