@@ -2,7 +2,9 @@
 
 No hub files are used: the processors are real Qwen2-VL and Gemma 3 processors built locally around
 medkit's tiny tokenizer with fixture chat templates written in each model family's structure, and the
-model is a randomly initialised tiny Qwen2-VL (or a stand-in that records its generate call).
+model is a randomly initialised tiny Qwen2-VL (or a stand-in that records its generate call). Hulu-Med's
+processor and model are remote code, so stand-ins for them record the calls its adapter makes, which are
+checked against its official inference's calling convention (the source is named in baselines.yaml).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from transformers import GenerationConfig
 
 from medkit.config import ConfigError
 from medkit.data.schema import Sample
@@ -354,19 +357,139 @@ def test_generate_uses_the_specs_decoding_and_extraction(name: str, image_root: 
     assert [c.final for c in completions] == [EXTRACTED[spec.answer_extraction]] * 2
 
 
-def test_hulu_med_messages_for_its_remote_processor(image_root: Path):
-    spec = bl.get_spec("hulu-med-32b")
-    assert spec.system_prompt is None and spec.trust_remote_code
-    adapter = bl.HFChatAdapter(spec, model=object(), processor=object())
+# ------------------------------------------------------------- Hulu-Med's official calling convention
+
+class FakeHuluProcessor:
+    """Stands in for Hulu-Med's remote processor: records each call, loads the image paths it is given,
+    returns one prompt's ids with one patch grid per image, and decodes like its ``batch_decode`` (think
+    blocks dropped unless ``use_think``). It adds no ``modals``, so the tests see the adapter's own."""
+
+    chat_template = "hulu-med fixture template"
+
+    def __init__(self):
+        from transformers import PreTrainedTokenizerFast
+
+        from medkit.chat.tokenizer import TINY_TOKENIZER_DIR
+
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(TINY_TOKENIZER_DIR)
+        self.calls: list[dict] = []
+        self.decode_calls: list[dict] = []
+
+    def __call__(self, conversation, **kwargs):
+        self.calls.append({"conversation": conversation, **kwargs})
+        parts = [p for message in conversation for p in message["content"]]
+        paths = [p["image"]["image_path"] for p in parts if p["type"] == "image"]
+        ids = self.tokenizer.encode(" ".join(p["text"] for p in parts if p["type"] == "text"))
+        inputs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+        if paths:
+            images = [torch.tensor(Image.open(path).getpixel((0, 0)), dtype=torch.float32) for path in paths]
+            inputs.update(pixel_values=torch.stack(images), grid_sizes=torch.tensor([[1, 1, 1]] * len(paths)),
+                          merge_sizes=torch.ones(len(paths), dtype=torch.long))
+        return inputs
+
+    def batch_decode(self, sequences, skip_special_tokens=True, use_think=False):
+        self.decode_calls.append({"skip_special_tokens": skip_special_tokens, "use_think": use_think})
+        texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens)
+        return texts if use_think else [bl.THINK_BLOCK.sub("", text) for text in texts]
+
+
+class HuluRecordingModel(RecordingModel):
+    """Records generate's kwargs and, like Hulu-Med's generate (which hands the base generate only the
+    prompt's embeddings), returns only the new tokens."""
+
+    dtype = torch.bfloat16
+    generation_config = GenerationConfig()
+
+    def generate(self, **kwargs):
+        self.calls.append(kwargs)
+        return self.completion.expand(len(kwargs["input_ids"]), -1)
+
+    def state_dict(self):
+        return {}
+
+
+def hulu_med_adapter(completion: str = COMPLETION, **changes):
+    spec = spec_named("hulu-med-32b", **changes)
+    processor = FakeHuluProcessor()
+    model = HuluRecordingModel(processor.tokenizer.encode(completion, add_special_tokens=False))
+    return bl.adapter_class(spec)(spec, model=model, processor=processor), model, processor
+
+
+def hulu_items(image_root: Path):
+    """Two images, one image, and a text-only prompt."""
+    return [(benchmark_sample("s1", ("a.png", "b.png")), image_root), (benchmark_sample("s2", ("c.png",)), image_root),
+            (benchmark_sample("s3", ()), image_root)]
+
+
+def test_load_baseline_gives_hulu_med_its_own_adapter():
+    assert {n for n in EXPECTED if type(bl.load_baseline(n)) is bl.HuluMedAdapter} == {"hulu-med-32b"}
+    assert all(type(bl.load_baseline(n)) is bl.HFChatAdapter for n in TEMPLATE_FAMILY)
+
+
+def test_hulu_med_messages_give_image_paths_as_its_official_inference(image_root: Path):
+    adapter, _, _ = hulu_med_adapter()
+    assert adapter.spec.system_prompt is None and adapter.spec.trust_remote_code
     messages = adapter.build_messages(benchmark_sample("s1", ("a.png", "b.png")), image_root)
     assert [m["role"] for m in messages] == ["system", "user"]  # answer turn dropped
     assert messages[0]["content"] == [{"type": "text", "text": SYSTEM_VQA}]
     parts = messages[1]["content"]
-    assert [p["type"] for p in parts] == ["image", "image", "text"]
-    assert [p["image"].getpixel((0, 0)) for p in parts[:2]] == [(255, 0, 0), (0, 255, 0)]
-    assert parts[2]["text"].startswith(QUESTION) and parts[2]["text"].endswith(MC_CONSTRAINT)
+    assert parts[:2] == [{"type": "image", "image": {"image_path": str(image_root / name)}} for name in ("a.png", "b.png")]
+    assert parts[2]["type"] == "text" and parts[2]["text"].startswith(QUESTION) and parts[2]["text"].endswith(MC_CONSTRAINT)
     assert all(f"{letter}. {option}" in parts[2]["text"] for letter, option in OPTIONS.items())
-    assert bl.image_processor_config(object()) is None  # a custom processor without a separate image processor
+    with pytest.raises(ValueError, match=r"missing\.png.*record s9"):  # checked before the processor sees it
+        adapter.build_messages(benchmark_sample("s9", ("a.png", "missing.png")), image_root)
+
+
+def test_hulu_med_processor_gets_one_conversation_with_the_official_options(image_root: Path):
+    adapter, _, processor = hulu_med_adapter()
+    items = hulu_items(image_root)
+    adapter.generate(items, DecodeSettings(batch_size=3))
+    assert [call.pop("conversation") for call in processor.calls] == [adapter.build_messages(s, r) for s, r in items]
+    with_images = {"add_system_prompt": True, "add_generation_prompt": True, "return_tensors": "pt"}
+    text_only = {"add_generation_prompt": True, "return_tensors": "pt"}  # the official text-only call omits it
+    assert processor.calls == [with_images, with_images, text_only]
+
+
+def test_hulu_med_generate_gets_modals_and_greedy_settings_one_prompt_at_a_time(image_root: Path):
+    adapter, model, processor = hulu_med_adapter()
+    adapter.generate(hulu_items(image_root), DecodeSettings(max_new_tokens=7, batch_size=3))
+    assert [call["modals"] for call in model.calls] == [["image", "image"], ["image"], ["text"]]
+    assert [len(call["input_ids"]) for call in model.calls] == [1, 1, 1]
+    for call in model.calls:
+        assert call["do_sample"] is False and call["use_cache"] is True
+        assert call["max_new_tokens"] == adapter.spec.max_new_tokens
+        assert call["pad_token_id"] == processor.tokenizer.eos_token_id
+        assert not {"temperature", "top_p", "top_k"} & set(call)
+    # the images reach generate in the model's dtype, in prompt order (a.png red, b.png green; c.png blue)
+    first, second, text = model.calls
+    assert first["pixel_values"].dtype == torch.bfloat16
+    assert [int(p.argmax()) for p in (*first["pixel_values"], *second["pixel_values"])] == [0, 1, 2]
+    assert "pixel_values" not in text
+
+
+@pytest.mark.parametrize("completion, final", [
+    (COMPLETION, "<answer>B</answer>"),
+    ("<think>ran out of budget", ""),  # an unfinished thought is no answer, as for the other baselines
+])
+def test_hulu_med_decodes_its_whole_output_with_its_processor(completion: str, final: str, image_root: Path):
+    adapter, _, processor = hulu_med_adapter(completion)
+    (result,) = adapter.generate([(benchmark_sample("s1", ("a.png",)), image_root)], DecodeSettings())
+    assert processor.decode_calls == [{"skip_special_tokens": True, "use_think": False}]
+    assert result.raw == completion  # nothing cut off: generate returned only the new tokens
+    assert result.final == final
+
+
+def test_hulu_med_refuses_pixel_settings_its_processor_lacks():
+    with pytest.raises(ConfigError, match="min_pixels/max_pixels"):
+        hulu_med_adapter(image=bl.ImageSettings(max_pixels=28 * 28 * 16))
+
+
+def test_hulu_med_fingerprint_names_its_adapter():
+    adapter, model, processor = hulu_med_adapter()
+    fingerprint = adapter.fingerprint()
+    assert fingerprint["adapter"] == "hulu-med"
+    assert bl.HFChatAdapter(adapter.spec, model=model, processor=processor).fingerprint()["adapter"] == "hf-chat"
+    assert fingerprint["image_processor"] is None  # a custom processor without a separate image processor
 
 
 @pytest.mark.parametrize("name", EXPECTED)
@@ -528,3 +651,24 @@ def test_weight_hash_trusts_cache_blob_names_and_refuses_missing_shards(tmp_path
         "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
     with pytest.raises(FileNotFoundError, match=r"weight shards missing \(1 of 2"):
         weights_fingerprint(None, snapshot)
+
+
+@pytest.mark.parametrize("gpus, placement", [(0, None), (1, {"": 0}), (2, "auto")])
+def test_baseline_weights_go_to_the_rank_s_gpus(gpus: int, placement, tmp_path: Path, monkeypatch):
+    import transformers
+
+    from medkit.eval import placement as placement_module
+
+    calls = []
+
+    def from_pretrained(source, **kwargs):
+        calls.append(kwargs)
+        return SimpleNamespace(tokenizer=SimpleNamespace(padding_side="right"), generation_config=None,
+                               eval=lambda: None)
+
+    monkeypatch.setattr(placement_module, "visible_gpus", lambda: gpus)
+    for cls in ("AutoProcessor", "AutoModelForImageTextToText"):
+        monkeypatch.setattr(getattr(transformers, cls), "from_pretrained", from_pretrained)
+    _ = bl.load_baseline("medgemma-27b", local_path=tmp_path).model
+    assert calls[-1].get("device_map") == placement
+    assert calls[-1]["dtype"] == torch.bfloat16

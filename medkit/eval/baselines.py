@@ -17,6 +17,10 @@ System prompts: when a spec has a ``system_prompt`` it comes first and the sampl
 benchmark's answer-format instruction, if any) follows it after a blank line, so neither is lost; when
 the spec has none, the sample's system message is passed through unchanged (and the model's template
 adds its default, if it has one).
+
+Hulu-Med runs on its own remote code, whose processor and ``generate`` take another calling convention,
+so it has its own :class:`HuluMedAdapter` (chosen by hub id in :func:`adapter_class`), which calls them
+the way the model's official inference does (the source is named in the hulu-med entry of the YAML).
 """
 
 from __future__ import annotations
@@ -159,12 +163,12 @@ def merged_system_prompt(spec_prompt: str | None, sample_system: list[str]) -> s
     return "\n\n".join(texts) if texts else None
 
 
-def hf_parts(message: dict[str, Any], images: Any) -> list[dict[str, Any]]:
-    """One schema message's parts in the HF format; image parts take the next loaded image."""
+def hf_parts(message: dict[str, Any], image_parts: Any) -> list[dict[str, Any]]:
+    """One schema message's parts in the HF format; image parts take the adapter's next image part."""
     parts = []
     for part in content_parts(message):
         if part.get("type") == "image":
-            parts.append({"type": "image", "image": next(images)})
+            parts.append(next(image_parts))
         else:
             parts.append({"type": "text", "text": part["text"]})
     return parts
@@ -315,11 +319,14 @@ class HFChatAdapter:
         if self._model is None:
             import transformers
 
+            from medkit.eval.placement import model_placement
+
             model_cls = getattr(transformers, self.spec.model_class)
             kwargs = self._pretrained_kwargs()
-            try:
+            try:  # on this rank's GPUs (sharded over several when it has more than one), else the CPU
                 self._model = model_cls.from_pretrained(
-                    self.source, dtype=getattr(torch, self.spec.dtype), use_safetensors=True, **kwargs
+                    self.source, dtype=getattr(torch, self.spec.dtype), use_safetensors=True,
+                    **model_placement(), **kwargs
                 )
             except (OSError, ValueError) as e:
                 raise self._unavailable("the weights", e) from e
@@ -362,10 +369,14 @@ class HFChatAdapter:
             "image_processor": image_processor_config(self.processor),
         }
 
+    def image_part(self, path: Path, record: str) -> dict[str, Any]:
+        """An image content part with the image loaded (PIL), the form HF processors' templates take."""
+        return {"type": "image", "image": load_image(path, record=record)}
+
     def build_messages(self, sample: Sample, root: Path) -> list[dict[str, Any]]:
-        """HF chat messages for a prompt sample: images loaded (PIL) in the sample's order, the spec's
-        system prompt merged with the sample's (see module docstring), any final answer turn dropped."""
-        images = iter([load_image(p, record=sample.id) for p in resolve_image_paths(sample, root)])
+        """HF chat messages for a prompt sample: image parts (:meth:`image_part`) in the sample's order, the
+        spec's system prompt merged with the sample's (see module docstring), any final answer turn dropped."""
+        images = iter([self.image_part(p, sample.id) for p in resolve_image_paths(sample, root)])
         messages = without_answer_turn(sample.messages)
         system = merged_system_prompt(self.spec.system_prompt, [message_text(m) for m in messages if m["role"] == "system"])
         out = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
@@ -422,6 +433,95 @@ class HFChatAdapter:
         return completions
 
 
+# ------------------------------------------------------------------------------------------- Hulu-Med
+
+def hulu_med_modals(n_images: int) -> list[str]:
+    """``modals`` for a Hulu-Med prompt, as its official inference passes them: one "image" per image,
+    because its model pairs each entry with one image's patch grid (image prompts fail without them), and
+    ["text"] for a text-only prompt."""
+    return ["image"] * n_images if n_images else ["text"]
+
+
+def count_image_parts(messages: list[dict[str, Any]]) -> int:
+    return sum(part["type"] == "image" for message in messages for part in message["content"])
+
+
+def hulu_med_processor_kwargs(with_images: bool) -> dict[str, Any]:
+    """The options of the official processor call: a generation prompt and PyTorch tensors, plus the
+    template's default system prompt for prompts with images (the official text-only example omits it)."""
+    kwargs: dict[str, Any] = {"add_generation_prompt": True, "return_tensors": "pt"}
+    if with_images:
+        kwargs["add_system_prompt"] = True
+    return kwargs
+
+
+class HuluMedAdapter(HFChatAdapter):
+    """Hulu-Med through its remote code, called as its official inference calls it: image parts by path
+    (its processor loads them), one conversation per processor call, ``modals`` passed to ``generate``,
+    and the output decoded by the processor with its think blocks removed."""
+
+    def __init__(self, spec: BaselineSpec, model: Any = None, processor: Any = None,
+                 local_path: str | Path | None = None):
+        if spec.image.processor_kwargs():
+            # its image processor sizes images by a token budget (min_tokens/max_tokens), not by pixels
+            raise ConfigError(f"baseline {spec.name!r}: Hulu-Med's processor takes no min_pixels/max_pixels; "
+                              f"leave image settings null")
+        super().__init__(spec, model=model, processor=processor, local_path=local_path)
+
+    def fingerprint(self) -> dict[str, Any]:
+        # the calling convention changes the outputs, so it belongs in the prediction-store key
+        return {**super().fingerprint(), "adapter": "hulu-med"}
+
+    def image_part(self, path: Path, record: str) -> dict[str, Any]:
+        load_image(path, record=record)  # a missing or corrupt file fails here, naming the file and record
+        return {"type": "image", "image": {"image_path": str(path)}}
+
+    def encode_prompt(self, sample: Sample, root: Path) -> tuple[Any, list[str]]:
+        """The processor's inputs for one prompt, and the prompt's ``modals``."""
+        messages = self.build_messages(sample, root)
+        n_images = count_image_parts(messages)
+        inputs = self.processor(conversation=messages, **hulu_med_processor_kwargs(n_images > 0))
+        return inputs, hulu_med_modals(n_images)
+
+    @torch.no_grad()
+    def generate_batch(self, items: Sequence[tuple[Sample, Path]], settings: DecodeSettings) -> list[Completion]:
+        # one prompt per call whatever the batch size: its processor encodes a single conversation (it
+        # drops padding) and its model's visual token compression asserts a batch of one
+        return [self.generate_one(sample, root, settings) for sample, root in items]
+
+    def generate_one(self, sample: Sample, root: Path, settings: DecodeSettings) -> Completion:
+        model, processor = self.model, self.processor
+        inputs, modals = self.encode_prompt(sample, root)
+        batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in inputs.items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+        # set here rather than left to the processor: the official text-only call passes ["text"] itself
+        batch["modals"] = modals
+        out = model.generate(
+            **batch,
+            do_sample=False,
+            use_cache=True,
+            max_new_tokens=self.max_new_tokens(settings),
+            pad_token_id=processor.tokenizer.eos_token_id,
+            **self.spec.generation_kwargs,
+        )
+        # its generate embeds the prompt and passes only the embeddings on, so ``out`` holds just new tokens
+        raw = processor.tokenizer.decode(out[0], skip_special_tokens=False)
+        text = processor.batch_decode(out, skip_special_tokens=True, use_think=False)[0].strip()
+        # the official decode drops closed think blocks; the spec's extraction also makes an unfinished
+        # one (the budget ran out mid-thought) score as no answer, as for the other baselines
+        return Completion(sample.id, raw, extract_answer(text, self.spec.answer_extraction))
+
+
+# Baselines whose remote code needs an adapter of its own, by the hub repo that ships that code.
+REMOTE_CODE_ADAPTERS: dict[str, type[HFChatAdapter]] = {"ZJU-AI4H/Hulu-Med-32B": HuluMedAdapter}
+
+
+def adapter_class(spec: BaselineSpec) -> type[HFChatAdapter]:
+    return REMOTE_CODE_ADAPTERS.get(spec.hub_id, HFChatAdapter)
+
+
 def load_baseline(name: str, local_path: str | Path | None = None, path: str | Path = BASELINES_YAML) -> HFChatAdapter:
     """The adapter for a baseline by name; nothing is loaded until it is used."""
-    return HFChatAdapter.from_spec(get_spec(name, path), local_path=local_path)
+    spec = get_spec(name, path)
+    return adapter_class(spec).from_spec(spec, local_path=local_path)
