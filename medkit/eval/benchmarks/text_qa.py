@@ -8,15 +8,20 @@ Native layouts (``data_root/<data_dir>/...``):
 | medmcqa          | medmcqa    | ``validation.jsonl`` / ``validation.parquet`` / ``data/validation-*.parquet`` (HF: ``cop`` 0-based) or the original ``dev.json`` (JSON lines, ``cop`` 1-based) {question, opa..opd, cop} | 4,183 |
 | pubmedqa         | pubmedqa   | ``ori_pqal.json`` {PMID: {QUESTION, CONTEXTS, LABELS, ...}} + ``test_ground_truth.json`` {PMID: yes/no/maybe} | 500 |
 | mmlu_med         | mmlu       | ``<subject>/test-*.parquet`` or ``<subject>/test.jsonl`` for the 7 subjects {question, choices[4], answer 0-based} | 1,395 |
-| medxpertqa_text  | medxpertqa | ``Text/test.jsonl`` {id, question, options{A..J}, label}                     | 2,450 |
-| medbullets       | medbullets | ``medbullets_op4.csv`` {question, opa..opd, answer_idx A-D, ...}             | 298   |
+| medxpertqa_text  | medxpertqa | HF: ``Text/test.jsonl`` {id, question, options{A..J}, label "A"}; or GitHub: ``input/medxpertqa_text_input.jsonl`` (or ``medxpertqa_text_input.jsonl``) {id, question with "Answer Choices: (A) ...", options [{letter, content}], label ["A"]} | 2,450 |
+| medbullets       | medbullets | ``medbullets_op4.csv`` {question, opa..opd, answer_idx A-D, ...} or, with ``n_options=5``, ``medbullets_op5.csv`` (adds ``ope``, answer_idx A-E) | 298 |
 
 PubMedQA: the 500 PMIDs of ``test_ground_truth.json`` in file order; options A. yes, B. no, C. maybe;
 context = each CONTEXTS paragraph prefixed by its LABELS entry (``BACKGROUND: ...``), one per line.
-Medbullets: the 4-option file (``op4``); the 5-option file adds ``ope``. Both public CSVs hold the same
-308 questions (op5 = op4 plus one extra distractor), so the paper's 298 cannot tell which file was used,
-and the 10 dropped questions are not named: a full release reports the count difference rather than
-guessing which ones to drop. op4 is the common default of public harnesses.
+MedXpertQA: the first layout present is read (HF before GitHub); the GitHub release's options may be a
+list of {letter, content}, an object, or only inline after "Answer Choices:" in the question, which is
+cut from the question either way (see ``vqa``).
+Medbullets: option ``n_options`` (4, the default of public harnesses, or 5) picks ``medbullets_op4.csv``
+or ``medbullets_op5.csv``. Each public CSV (HanjieChen/ChallengeClinicalQA) has 308 rows of which 10
+repeat an earlier question stem (op4: 4 copies differing only in ``link``, 6 with other distractors;
+op5: 10 copies with the same options): a repeat is the same question asked twice, so only its first
+row is kept, and 308 - 10 = 298 = Table 3 for either file. Item ids stay the 0-based row numbers; a
+kept item's ``dropped_repeat_rows`` lists the rows of its dropped repeats.
 """
 
 from __future__ import annotations
@@ -43,12 +48,13 @@ from medkit.eval.benchmarks.base import (
     require_file,
 )
 from medkit.eval.benchmarks.prompts import SYSTEM_TEXT_QA, mc_messages
-from medkit.eval.benchmarks.vqa import options_dict, strip_inline_choices
+from medkit.eval.benchmarks.vqa import MEDXPERTQA_FILES, medxpertqa_file, medxpertqa_item, options_dict
 
 TEXT_BENCHMARKS = ("medqa", "medmcqa", "pubmedqa", "mmlu_med", "medxpertqa_text", "medbullets")
 MMLU_SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine", "medical_genetics",
                  "nutrition", "professional_medicine")
 PUBMEDQA_OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
+MEDBULLETS_COLUMNS = {4: "abcd", 5: "abcde"}  # n_options -> option columns op<x> of medbullets_op<n>.csv
 
 
 def text_sample(benchmark: str, item_id: str, question: str, options: dict[str, str], answer: str,
@@ -147,23 +153,36 @@ def load_mmlu_med(folder: Path) -> list[Sample]:
 
 def load_medxpertqa_text(folder: Path) -> list[Sample]:
     samples = []
-    for where, record in iter_records(folder / "Text" / "test.jsonl"):
-        options = options_dict(record.get("options"), where)
-        answer = check_letter(get_str(record, "label", where), options, where)
-        question = strip_inline_choices(get_str(record, "question", where))
+    for where, record in iter_records(medxpertqa_file(folder, "Text")):
+        question, options, answer = medxpertqa_item(record, where)
         samples.append(text_sample("medxpertqa_text", get_str(record, "id", where), question, options, answer,
                                    **{k: record.get(k) for k in ("medical_task", "body_system", "question_type")}))
     return samples
 
 
-def load_medbullets(folder: Path) -> list[Sample]:
-    path = folder / "medbullets_op4.csv"
+def first_rows_by_stem(path: Path) -> Iterator[tuple[int, str, Record, list[int]]]:
+    """(row, location, record, rows repeating its stem) for the first row of each question stem: a repeat
+    asks the same question again (10 of the public CSVs' 308 rows; Table 3 counts 298)."""
+    first: dict[str, tuple[int, str, Record, list[int]]] = {}
+    for row, (where, record) in enumerate(iter_records(path)):
+        stem = get_str(record, "question", where)
+        if stem in first:
+            first[stem][3].append(row)
+        else:
+            first[stem] = (row, where, record, [])
+    yield from first.values()
+
+
+def load_medbullets(folder: Path, *, n_options: int) -> list[Sample]:
+    if n_options not in MEDBULLETS_COLUMNS:
+        raise ValueError(f"medbullets option 'n_options' must be one of {sorted(MEDBULLETS_COLUMNS)}, "
+                         f"got {n_options!r}")
     samples = []
-    for i, (where, record) in enumerate(iter_records(path)):
-        options = column_options(record, where, "abcd")
+    for row, where, record, repeats in first_rows_by_stem(folder / f"medbullets_op{n_options}.csv"):
+        options = column_options(record, where, MEDBULLETS_COLUMNS[n_options])
         answer = check_letter(get_str(record, "answer_idx", where), options, where)
-        samples.append(text_sample("medbullets", f"{i:04d}", get_str(record, "question", where), options, answer,
-                                   link=record.get("link")))
+        samples.append(text_sample("medbullets", f"{row:04d}", get_str(record, "question", where), options, answer,
+                                   link=record.get("link"), dropped_repeat_rows=repeats))
     return samples
 
 
@@ -209,9 +228,10 @@ text_benchmark("pubmedqa", "PubMedQA", "PubMedQA PQA-L (ori_pqal.json + test_gro
                "pubmedqa", ("ori_pqal.json", "test_ground_truth.json"), load_pubmedqa)
 text_benchmark("mmlu_med", "MMLU-Med", "cais/mmlu (7 medical subjects)", "test", 1395, "mmlu",
                tuple(f"{s}/test-*.parquet" for s in MMLU_SUBJECTS), load_mmlu_med)
-text_benchmark("medxpertqa_text", "MedXQA (text)", "TsinghuaC3I/MedXpertQA (Text)", "test", 2450, "medxpertqa",
-               ("Text/test.jsonl",), load_medxpertqa_text)
-text_benchmark("medbullets", "Medbullets", "Medbullets medbullets_op4.csv", "test", 298, "medbullets",
-               ("medbullets_op4.csv",), load_medbullets,
-               "the public op4 (and op5) CSV holds 308 questions and the paper does not say which 10 it "
-               "dropped; or a subset")
+text_benchmark("medxpertqa_text", "MedXQA (text)", "TsinghuaC3I/MedXpertQA (Text; HF or GitHub layout)", "test", 2450,
+               "medxpertqa", (" | ".join(MEDXPERTQA_FILES["Text"]),), load_medxpertqa_text)
+text_benchmark("medbullets", "Medbullets", "HanjieChen/ChallengeClinicalQA medbullets_op4.csv (or op5)", "test", 298,
+               "medbullets", ("medbullets_op4.csv | medbullets_op5.csv (n_options=5)",), load_medbullets,
+               "each public CSV (op4, op5) has 308 rows, 10 of which repeat an earlier question stem; repeats are "
+               "dropped (first row kept), 308 - 10 = 298, so a different count means a subset or a fixture",
+               options={"n_options": 4})

@@ -6,12 +6,28 @@ holding a path are resolved against the benchmark folder.
 
 | benchmark        | data_dir    | files                                                                  | count |
 |------------------|-------------|------------------------------------------------------------------------|-------|
-| medxpertqa_mm    | medxpertqa  | ``MM/test.jsonl`` {id, question, options{A..E}, label, images[names]}; ``images/<name>`` | 2,000 |
+| medxpertqa_mm    | medxpertqa  | HF: ``MM/test.jsonl`` {id, question, options{A..E}, label "A", images[names]}; or GitHub: ``input/medxpertqa_mm_input.jsonl`` (or ``medxpertqa_mm_input.jsonl``) {id, question with "Answer Choices: (A) ...", options [{letter, content}], label ["A"], images [{image_path}]}; ``images/<name>`` | 2,000 |
 | slake            | slake       | ``test.json`` [{qid, img_name, question, answer, answer_type, q_lang, ...}]; ``imgs/<img_name>`` | 836 |
 | medframeqa       | medframeqa  | ``test.parquet`` or ``test.jsonl`` or ``data/test-*.parquet`` {question, options, correct_answer, image_1..image_5} | 2,851 |
 | mmmu_med         | mmmu        | ``<Subject>/dev-*.parquet`` + ``<Subject>/validation-*.parquet`` (or ``.jsonl``) for the 5 subjects | 175 |
 | mmmu_pro_med_4   | mmmu_pro    | ``standard (4 options)/test-*.parquet`` (or ``.jsonl``)               | 286 |
 | mmmu_pro_med_10  | mmmu_pro    | ``standard (10 options)/test-*.parquet`` (or ``.jsonl``)              | 286 |
+
+MedXpertQA: the first layout present is read (HF before GitHub). The GitHub release's options may be a
+list of {letter, content}, an object, or only inline after "Answer Choices:" in the question; its label
+a one-letter list or a letter; its images {image_path} entries or names. The inline choices are always
+cut from the question, since the options are listed once under it.
+
+SLAKE: options ``languages`` (default ``("en", "zh")``) and ``answer_types`` (default ``("CLOSED",)``)
+select records by ``q_lang`` and ``answer_type``. Table 3's 836 are test.json's closed questions in both
+languages (416 English + 420 Chinese) although the paper labels the set "English";
+``languages=("en",)`` gives the 416 English ones. Options of a closed question: a yes/no answer gets its
+affirmative/negative pair (Yes/No; Chinese 是的/不是, 包含/不包含, 有/没有, ...); a question naming its
+alternatives ("X or Y", "X, Y or Z"; Chinese 还是/或者/或, and 和 before 哪/谁) gets all of them, in
+question order, and the gold answer must map to one (an answer the question names but the split missed
+is an error); an answer the question does not offer at all (an annotation slip, 2 public records) is
+added as the last option; any other question gets its answer and one other closed answer of the same
+language and content_type, chosen deterministically and sorted.
 """
 
 from __future__ import annotations
@@ -76,8 +92,14 @@ def finish(benchmark: str, pending: list[PendingItem]) -> list[Sample]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# MedXpertQA (multimodal)
+# MedXpertQA (multimodal; the text loader in text_qa shares these readers)
 
+# Per subset, the HF layout first, then the GitHub release's eval/data/medxpertqa/ (its input/ folder or
+# the bare file): the first present is read.
+MEDXPERTQA_FILES = {
+    "MM": ("MM/test.jsonl", "input/medxpertqa_mm_input.jsonl", "medxpertqa_mm_input.jsonl"),
+    "Text": ("Text/test.jsonl", "input/medxpertqa_text_input.jsonl", "medxpertqa_text_input.jsonl"),
+}
 ANSWER_CHOICES = re.compile(r"\s*Answer Choices:.*\Z", re.S)
 
 
@@ -98,36 +120,122 @@ def options_dict(value: Any, where: str, key: str = "options") -> dict[str, str]
     return {letter: value[letter].strip() for letter in letters}
 
 
-def medxpertqa_record(record: Record, where: str, folder: Path, benchmark: str) -> PendingItem:
-    options = options_dict(record.get("options"), where)
-    answer = check_letter(get_str(record, "label", where), options, where)
-    item_id = get_str(record, "id", where)
+def letter_content_options(entries: list[Any], where: str) -> dict[str, str]:
+    """The GitHub release's ``[{"letter": "A", "content": "..."}, ...]`` as a lettered object."""
+    options: dict[str, Any] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("letter"), str) or "content" not in entry:
+            raise BenchmarkDataError(f"{where}: every entry of 'options' must be an object with 'letter' and 'content'")
+        if entry["letter"] in options:
+            raise BenchmarkDataError(f"{where}: option letter {entry['letter']!r} appears twice")
+        options[entry["letter"]] = entry["content"]
+    return options_dict(options, where)
+
+
+def inline_choices(question: str, where: str) -> dict[str, str]:
+    """Options written only into the question: '...\nAnswer Choices: (A) x (B) y ...'."""
+    _, found, choices = question.partition("Answer Choices:")
+    markers: list[re.Match[str]] = []
+    # each letter is looked for after the previous one, so an option quoting a later one (a real option B
+    # says "the added option (E) is ...") is not cut there
+    for letter in LETTERS:
+        marker = re.compile(rf"(?<!\S)\({letter}\)\s*").search(choices, markers[-1].end() if markers else 0)
+        if marker is None:
+            break
+        markers.append(marker)
+    if not found or len(markers) < 2:
+        raise BenchmarkDataError(f"{where}: no 'options' field and no '(A) ... (B) ...' after 'Answer Choices:' "
+                                 "in the question")
+    ends = [m.start() for m in markers[1:]] + [len(choices)]
+    return lettered([choices[m.end():end].strip() for m, end in zip(markers, ends)], where)
+
+
+def medxpertqa_options(record: Record, where: str) -> dict[str, str]:
+    value = record.get("options")
+    if value in (None, [], {}):
+        return inline_choices(get_str(record, "question", where), where)
+    if isinstance(value, list):
+        return letter_content_options(value, where)
+    return options_dict(value, where)
+
+
+def medxpertqa_label(record: Record, options: dict[str, str], where: str) -> str:
+    value = record.get("label")
+    if isinstance(value, list):  # the GitHub release wraps the letter in a list: ["C"]
+        if len(value) != 1:
+            raise BenchmarkDataError(f"{where}: field 'label' must hold exactly one letter, got {value!r}")
+        value = value[0]
+    if not isinstance(value, str) or not value.strip():
+        raise BenchmarkDataError(f"{where}: field 'label' must be an option letter, got {value!r}")
+    return check_letter(value, options, where)
+
+
+def medxpertqa_item(record: Record, where: str) -> tuple[str, dict[str, str], str]:
+    """(question without the inline choices, options, gold letter) of either layout's record."""
+    options = medxpertqa_options(record, where)
+    answer = medxpertqa_label(record, options, where)
+    return strip_inline_choices(get_str(record, "question", where)), options, answer
+
+
+def medxpertqa_file(folder: Path, subset: str) -> Path:
+    return first_existing(folder, MEDXPERTQA_FILES[subset])
+
+
+def medxpertqa_images(record: Record, folder: Path, where: str) -> list[PendingImage]:
     images = []
-    for name in get_list(record, "images", where):
+    for entry in get_list(record, "images", where):
+        name = entry.get("image_path") if isinstance(entry, dict) else entry  # GitHub: {"image_path": name}
         if not isinstance(name, str) or not name:
-            raise BenchmarkDataError(f"{where}: every entry of 'images' must be a file name")
+            raise BenchmarkDataError(f"{where}: every entry of 'images' must be a file name or {{image_path}}")
         path = folder / "images" / name
         if not path.is_file():
             raise MissingBenchmarkFile(f"{where}: image file {path} is missing")
         images.append(PendingImage(path.resolve()))
+    return images
+
+
+def medxpertqa_record(record: Record, where: str, folder: Path) -> PendingItem:
+    question, options, answer = medxpertqa_item(record, where)
+    item_id = get_str(record, "id", where)
+    images = medxpertqa_images(record, folder, where)
+    if not images:
+        raise BenchmarkDataError(f"{where}: multimodal item {item_id!r} lists no images")
     meta = {k: record.get(k) for k in ("medical_task", "body_system", "question_type") if k in record}
-    return PendingItem(item_id, strip_inline_choices(get_str(record, "question", where)), options, answer,
-                       images, None, {**meta, "source_id": item_id})
+    return PendingItem(item_id, question, options, answer, images, None, {**meta, "source_id": item_id})
 
 
 def load_medxpertqa_mm(folder: Path) -> list[Sample]:
-    path = folder / "MM" / "test.jsonl"
-    pending = [medxpertqa_record(r, w, folder, "medxpertqa_mm") for w, r in iter_records(path)]
-    for item in pending:
-        if not item.images:
-            raise BenchmarkDataError(f"{path}: multimodal item {item.item_id!r} lists no images")
-    return finish("medxpertqa_mm", pending)
+    path = medxpertqa_file(folder, "MM")
+    return finish("medxpertqa_mm", [medxpertqa_record(r, w, folder) for w, r in iter_records(path)])
 
 
 # ---------------------------------------------------------------------------------------------------
-# SLAKE (English, closed-form)
+# SLAKE (closed questions, English and Chinese; see the module docstring)
 
-YES_NO = {"A": "Yes", "B": "No"}
+SLAKE_LANGUAGES = ("en", "zh")
+SLAKE_ANSWER_TYPES = ("CLOSED", "OPEN")
+SLAKE_OPTIONS = {"languages": ("en", "zh"), "answer_types": ("CLOSED",)}  # 416 + 420 = Table 3's 836
+
+# A yes/no answer is shown as its pair, affirmative first ("A. Yes / B. No"). Chinese answers with the
+# question's own verb (包含/不包含, 有/没有, ...), so each verb keeps its pair; both answers of a pair get
+# the same options, so the options never hint at the gold.
+POLAR_PAIRS = (("Yes", "No"), ("是的", "不是"), ("是", "否"), ("有", "没有"), ("包含", "不包含"),
+               ("可以", "不可以"), ("存在", "不存在"), ("正常", "不正常"), ("健康", "不健康"))
+
+EN_OR = re.compile(r"(?:,\s*|\s+)or\s+", re.I)  # "X or Y", "X, or Y"
+QUESTION_WORDS = frozenset("which what where who how is are was were does do did can".split())
+# "Is this (a) small bowel or colon": after a demonstrative subject, all the rest is the left alternative
+DEMONSTRATIVE_SUBJECT = re.compile(r"^(?:is|are|was|were)\s+(?:this|that|it|these|those)\s+(?:(?:a|an|the)\s+)?(.+)$",
+                                   re.I)
+LEADING_ARTICLE = re.compile(r"^(?:the|an?)\s+", re.I)
+
+ZH_OR = re.compile(r"还是|或者|或")
+ZH_AND_WHICH = re.compile(r"[和与](?=[^和与]*[哪谁])")  # 和 names alternatives only in a "which" question
+# the last alternative ends where the question goes on: "心脏哪个是异常的", "T2加权的核磁共振图像", "灰色的"
+ZH_RIGHT_END = re.compile(r"[哪谁的,，]")
+# the first starts after the last comma or 是: "扫描的是图像的哪个平面,横断面", "这是T1加权", "脑肿瘤是白色的"
+ZH_LEFT_START = re.compile(r"^.*[,，是]")
+ZH_LOCATIVE = re.compile(r"^在?(?:这个|这张|这幅)?(?:图像|图片|图)中")  # "in the image": "图中肺", "在这个图像中左肺"
 
 
 def normalize(text: str) -> str:
@@ -136,60 +244,157 @@ def normalize(text: str) -> str:
     return " ".join(words)
 
 
-def question_alternatives(question: str) -> tuple[str, str] | None:
-    """The two alternatives of an 'X or Y?' question, in question order, or None if there are none."""
-    body = question.strip().rstrip("?").strip()
-    if " or " not in body:
-        return None
-    left, right = body.rsplit(" or ", 1)
-    left = left.rsplit(",", 1)[-1].strip()
-    right = right.split(",")[0].strip()
-    n_words = len(right.split())
-    left_tail = " ".join(left.split()[-n_words:])
-    if not left_tail or not right:
-        return None
-    return left_tail, right
+def starts_with_word(text: str, prefix: str) -> bool:
+    """``prefix`` opens ``text`` and is not cut from a longer Latin word ("t2" opens "t2 weighted", "t2加权")."""
+    return re.match(rf"{re.escape(prefix)}(?![a-z0-9])", text) is not None
 
 
-def slake_options(record: Record, where: str, pool: dict[str, list[str]]) -> tuple[dict[str, str], str, str]:
-    """Options, gold letter and how the options were built (see the SLAKE section of the README)."""
-    answer = get_str(record, "answer", where)
-    if normalize(answer) in ("yes", "no"):
-        return YES_NO, "A" if normalize(answer) == "yes" else "B", "yes_no"
-    alternatives = question_alternatives(get_str(record, "question", where))
-    if alternatives:
-        normalized = [normalize(a) for a in alternatives]
-        if normalize(answer) in normalized and normalized[0] != normalized[1]:
-            gold = normalized.index(normalize(answer))
-            bare = [re.sub(r"^(?:the|an?)\s+", "", alt, flags=re.I) for alt in alternatives]
-            texts = [answer if i == gold else alt[:1].upper() + alt[1:] for i, alt in enumerate(bare)]
-            return {"A": texts[0], "B": texts[1]}, "AB"[gold], "question"
-    others = [a for a in pool.get(str(record.get("content_type")), []) if normalize(a) != normalize(answer)]
+def polar_options(answer: str) -> tuple[dict[str, str], str] | None:
+    """The yes/no pair of a polar answer and its letter, or None for any other answer."""
+    for pair in POLAR_PAIRS:
+        for letter, word in zip("AB", pair):
+            if normalize(answer) == normalize(word):
+                return dict(zip("AB", pair)), letter
+    return None
+
+
+def is_question_stem(piece: str) -> bool:
+    return any(word in QUESTION_WORDS for word in piece.lower().split())
+
+
+def clause_alternatives(clause: str, right: str) -> list[str]:
+    """Both alternatives of 'Is <subject> X or Y ...' where no comma sets X off from the question."""
+    words, right_words = clause.split(), right.split()
+    shared = [w.lower() for w in right_words[1:]]
+    if words and words[-1].lower() in shared:  # "T1 weighted or T2 weighted MRI image": the shared word ends Y
+        right_words = right_words[: shared.index(words[-1].lower()) + 2]
+    subject = DEMONSTRATIVE_SUBJECT.match(clause)
+    # "Is the abnormality hyperdense or hypodense": X is as long as Y
+    left = subject.group(1) if subject else " ".join(words[max(0, len(words) - len(right_words)):])
+    return [left, " ".join(right_words)]
+
+
+def english_alternatives(body: str) -> list[str] | None:
+    """'..., lung, liver or heart' -> [lung, liver, heart]; None when the question has no 'or'."""
+    joints = list(EN_OR.finditer(body))
+    if not joints:
+        return None
+    left, right = body[: joints[-1].start()], body[joints[-1].end():].split(",")[0]
+    right = LEADING_ARTICLE.sub("", right.strip())
+    pieces = [piece.strip() for piece in left.split(",")]
+    listed: list[str] = []
+    for piece in reversed(pieces):  # the comma-separated alternatives end at the question's own words
+        if is_question_stem(piece):
+            break
+        if piece:
+            listed.insert(0, LEADING_ARTICLE.sub("", piece))
+    return listed + [right] if listed else clause_alternatives(pieces[-1], right)
+
+
+def chinese_alternatives(body: str) -> list[str] | None:
+    """'核磁共振、CT还是X光' -> [核磁共振, CT, X光]; None when the question names no alternatives."""
+    joints = list(ZH_OR.finditer(body)) or list(ZH_AND_WHICH.finditer(body))
+    if not joints:
+        return None
+    left, right = body[: joints[-1].start()], body[joints[-1].end():]
+    listed = ZH_LEFT_START.sub("", left).split("、")
+    return [ZH_LOCATIVE.sub("", piece).strip().removesuffix("的") for piece in listed] + \
+        [ZH_RIGHT_END.split(right, maxsplit=1)[0].strip()]
+
+
+def question_alternatives(question: str, language: str) -> list[str] | None:
+    body = question.strip().rstrip("?？").strip()
+    return chinese_alternatives(body) if language == "zh" else english_alternatives(body)
+
+
+def gold_alternative(answer: str, alternatives: list[str]) -> int | None:
+    """Index of the alternative the gold answer names ("T2" names "T2 weighted"), None if none or several."""
+    target, keys = normalize(answer), [normalize(a) for a in alternatives]
+    if target in keys:
+        return keys.index(target)
+    prefixed = [i for i, key in enumerate(keys) if starts_with_word(key, target)]
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+def names(question: str, answer: str) -> bool:
+    """Whether the question mentions the answer (as whole words where they are Latin)."""
+    return re.search(rf"(?<![a-z0-9]){re.escape(normalize(answer))}(?![a-z0-9])", normalize(question)) is not None
+
+
+def alternative_options(question: str, answer: str, alternatives: list[str],
+                        where: str) -> tuple[dict[str, str], str, str]:
+    keys = [normalize(a) for a in alternatives]
+    if "" in keys or len(set(keys)) < len(keys):
+        raise BenchmarkDataError(f"{where}: cannot tell apart the alternatives {alternatives} of {question!r}")
+    # first letter up, the rest as the question writes it: taking the gold's own casing would mark it
+    texts = [a[:1].upper() + a[1:] for a in alternatives]
+    gold = gold_alternative(answer, alternatives)
+    if gold is not None:
+        return lettered(texts, where), LETTERS[gold], "question"
+    if names(question, answer):
+        raise BenchmarkDataError(f"{where}: the answer {answer!r} is named in {question!r} but is none of the "
+                                 f"alternatives {alternatives} read from it")
+    # the annotation names what the question does not offer ("kidney or spleen?" -> "Liver"): the item
+    # stays in (Table 3 counts it) with the annotated answer as the last option
+    return lettered(texts + [answer], where), LETTERS[len(texts)], "question+answer"
+
+
+def pool_key(record: Record) -> tuple[str, str]:
+    return str(record.get("q_lang")), str(record.get("content_type"))
+
+
+def answer_pool(records: list[tuple[str, Record]]) -> dict[tuple[str, str], list[str]]:
+    """The distinct non-polar answers per language and content_type, sorted: distractors for the rest."""
+    pool: dict[tuple[str, str], list[str]] = {}
+    for where, record in records:
+        answer = get_str(record, "answer", where)
+        bucket = pool.setdefault(pool_key(record), [])
+        if polar_options(answer) is None and normalize(answer) not in {normalize(a) for a in bucket}:
+            bucket.append(answer)
+    return {key: sorted(bucket, key=str.lower) for key, bucket in pool.items()}
+
+
+def pool_options(record: Record, answer: str, where: str,
+                 pool: dict[tuple[str, str], list[str]]) -> tuple[dict[str, str], str, str]:
+    others = [a for a in pool.get(pool_key(record), []) if normalize(a) != normalize(answer)]
     if not others:
         raise BenchmarkDataError(f"{where}: closed question with answer {answer!r} offers no alternative in the "
-                                 "question and no other closed answer of its content_type to use as distractor")
+                                 "question and no other closed answer of its language and content_type to use as "
+                                 "distractor")
     distractor = others[stable_int("slake", record.get("qid"), answer) % len(others)]
     texts = sorted([answer, distractor], key=str.lower)
     return {"A": texts[0], "B": texts[1]}, "AB"[texts.index(answer)], "answer_pool"
 
 
-def load_slake(folder: Path) -> list[Sample]:
-    path = folder / "test.json"
-    records = list(iter_records(path))
-    kept = []
-    for where, record in records:
-        if get_str(record, "q_lang", where) != "en" or get_str(record, "answer_type", where).upper() != "CLOSED":
-            continue
-        kept.append((where, record))
-    pool: dict[str, list[str]] = {}
-    for where, record in kept:
-        answer = get_str(record, "answer", where)
-        if normalize(answer) not in ("yes", "no"):
-            bucket = pool.setdefault(str(record.get("content_type")), [])
-            if normalize(answer) not in {normalize(a) for a in bucket}:
-                bucket.append(answer)
-    for bucket in pool.values():
-        bucket.sort(key=str.lower)
+def slake_options(record: Record, where: str,
+                  pool: dict[tuple[str, str], list[str]]) -> tuple[dict[str, str], str, str]:
+    """Options, gold letter and how the options were built (see the module docstring)."""
+    answer = get_str(record, "answer", where)
+    polar = polar_options(answer)
+    if polar is not None:
+        return *polar, "yes_no"
+    question = get_str(record, "question", where)
+    alternatives = question_alternatives(question, get_str(record, "q_lang", where))
+    if alternatives is not None:
+        return alternative_options(question, answer, alternatives, where)
+    return pool_options(record, answer, where, pool)
+
+
+def selection(value: Any, option: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    """A loader option naming a subset of ``known`` (a list arrives from JSON, a bare string is one value)."""
+    values = (value,) if isinstance(value, str) else tuple(value)
+    if not values or not set(values) <= set(known):
+        raise ValueError(f"slake option {option!r} must name some of {known}, got {value!r}")
+    return values
+
+
+def load_slake(folder: Path, *, languages: Any, answer_types: Any) -> list[Sample]:
+    languages = selection(languages, "languages", SLAKE_LANGUAGES)
+    answer_types = selection(answer_types, "answer_types", SLAKE_ANSWER_TYPES)
+    kept = [(where, record) for where, record in iter_records(folder / "test.json")
+            if get_str(record, "q_lang", where) in languages
+            and get_str(record, "answer_type", where).upper() in answer_types]
+    pool = answer_pool(kept)
     pending = []
     for where, record in kept:
         options, answer, how = slake_options(record, where, pool)
@@ -198,7 +403,8 @@ def load_slake(folder: Path) -> list[Sample]:
         if not image.is_file():
             raise MissingBenchmarkFile(f"{where}: image file {image} is missing")
         meta = {"options_source": how, "answer_text": get_str(record, "answer", where), "source_id": qid,
-                **{k: record.get(k) for k in ("img_name", "content_type", "modality", "location") if k in record}}
+                **{k: record.get(k) for k in ("q_lang", "img_name", "content_type", "modality", "location")
+                   if k in record}}
         pending.append(PendingItem(f"slake-{qid}", get_str(record, "question", where), options, answer,
                                    [PendingImage(image.resolve())], None, meta))
     return finish("slake", pending)
@@ -368,10 +574,14 @@ def vqa_benchmark(name: str, title: str, source: str, split: str, count: int, da
                               options=options or {}))
 
 
-vqa_benchmark("medxpertqa_mm", "MedXQA (multimodal)", "TsinghuaC3I/MedXpertQA (MM)", "test", 2000, "medxpertqa",
-              ("MM/test.jsonl", "images/<file>"), load_medxpertqa_mm)
-vqa_benchmark("slake", "SLAKE (English)", "BoKelvin/SLAKE", "test (English, CLOSED)", 836, "slake",
-              ("test.json", "imgs/<img_name>"), load_slake)
+vqa_benchmark("medxpertqa_mm", "MedXQA (multimodal)", "TsinghuaC3I/MedXpertQA (MM; HF or GitHub layout)", "test",
+              2000, "medxpertqa", (" | ".join(MEDXPERTQA_FILES["MM"]), "images/<file>"), load_medxpertqa_mm)
+vqa_benchmark("slake", "SLAKE (English)", "BoKelvin/SLAKE", "test (CLOSED, English + Chinese)", 836, "slake",
+              ("test.json", "imgs/<img_name>"), load_slake,
+              "Table 3's 836 are test.json's closed questions in English and Chinese (416 + 420) although the "
+              "paper labels SLAKE 'English'; the default options (languages en+zh, answer_types CLOSED) select "
+              "them, so a different count means other options (languages=('en',) gives 416), a subset or a "
+              "fixture", options=SLAKE_OPTIONS)
 vqa_benchmark("medframeqa", "MedFrameQA", "SuhaoYu1020/MedFrameQA", "test", 2851, "medframeqa",
               ("test.parquet | test.jsonl | data/test-*.parquet",), load_medframeqa)
 vqa_benchmark("mmmu_med", "MMMU-Med (dev)", "MMMU/MMMU (5 medical subjects)", "dev+validation", 175, "mmmu",
