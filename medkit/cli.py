@@ -135,7 +135,7 @@ def benchmark_options(values: list[str]) -> dict[str, dict]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from medkit.eval.parallel import AdapterSource, open_adapter
-    from medkit.eval.runner import EvalRequest, run_eval
+    from medkit.eval.runner import EvalRequest, plan_eval, run_eval
 
     names = benchmark_selection(args.benchmarks)  # checked before a model is loaded
     corpus = None if args.data_root else Path(args.corpus)
@@ -149,9 +149,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           max_new_tokens=args.max_new_tokens, options=benchmark_options(args.option or []),
                           nproc=args.nproc)
     adapter = open_adapter(AdapterSource(args.model, profile=args.profile, reasoning_effort=args.reasoning_effort))
+    if args.dry_run:
+        print(format_eval_plan(plan_eval(adapter, request), request.nproc))
+        return 0
     for result in run_eval(adapter, request, generate=not args.rescore):
         print(format_result(result))
     return 0
+
+
+def format_eval_plan(rows: list[dict], nproc: int) -> str:
+    """The dry run's table, and the bound on new tokens it implies; a wall time needs a measured rate."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows).drop(columns=["count_note"])
+    pending, bound = sum(r["pending"] for r in rows), sum(r["max_new_tokens_total"] for r in rows)
+    notes = "\n".join(f"  {r['benchmark']}: {r['count_note']}" for r in rows)
+    return (f"{frame.to_string(index=False)}\n\n{pending:,} items to decode on {nproc} rank(s), at most "
+            f"{bound:,} new tokens (each stops earlier at <|return|>). Wall time: not computed (needs this "
+            f"machine's measured items/s: benchmarks/eval_ranks.py).\ncounts:\n{notes}")
 
 
 def format_result(result: dict) -> str:
@@ -274,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a native-loader option, e.g. slake.languages=en (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the prediction store of a killed run")
     p.add_argument("--rescore", action="store_true", help="score the stored predictions only (no model calls)")
+    p.add_argument("--dry-run", action="store_true", help="load and check the data, print items, pending items, "
+                   "batches per rank and budgets per benchmark; write nothing, load no model")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("notebooks", help="execute the numbered notebooks in order with papermill")

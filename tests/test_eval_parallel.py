@@ -1,6 +1,7 @@
 """Data-parallel evaluation, device placement, generation budgets and profile inference (tiny profile, CPU)."""
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -235,3 +236,21 @@ def test_cli_eval_reasoning_effort_changes_the_prompt_and_the_key(tmp_path, corp
     assert main(base + ["--out", str(tmp_path / "y"), "--nproc", "0"]) == 2
     assert main(base + ["--out", str(tmp_path / "z"), "--option", "medqa"]) == 2
     assert "BENCHMARK.NAME=VALUE" in capsys.readouterr().err
+
+
+def test_dry_run_counts_pending_items_and_writes_nothing(tmp_path, corpus, checkpoint, capsys):
+    out = tmp_path / "out"
+    base = ["eval", "--model", str(checkpoint), "--benchmarks", "medqa", "slake", "--corpus", str(corpus),
+            "--out", str(out), "--batch-size", "2", "--nproc", "2"]
+    assert main(base + ["--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert not out.exists()  # no store, no key file, no result
+    # slake: 4 items, none stored, 2 batches of 2, one per rank, tiny's budget of 64 each
+    assert re.search(r"medqa\s+5\s+3\s+0\s+3\s+2\s+1\s+64\s+profile\s+192", text), text
+    assert re.search(r"slake\s+4\s+4\s+0\s+4\s+2\s+1\s+64\s+profile\s+256", text), text
+    assert "7 items to decode on 2 rank(s), at most 448 new tokens" in text and "not computed" in text
+    assert main(base[:-2] + ["--nproc", "1", "--max-new-tokens", "4", "--benchmarks", "medqa"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--max-new-tokens", "4", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"medqa\s+5\s+3\s+3\s+0\s+0\s+0\s+4\s+override\s+0", text), text

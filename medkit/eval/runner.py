@@ -282,6 +282,26 @@ def finish(adapter: ModelAdapter, job: PreparedBenchmark, request: EvalRequest,
     return result
 
 
+def plan_eval(adapter: ModelAdapter, request: EvalRequest) -> list[dict[str, Any]]:
+    """What ``run_eval`` would decode, per benchmark, without writing anything or loading the model:
+    items, those already stored, those pending, their batches per rank and the generation budget."""
+    request = with_adapter_profile(adapter, request)
+    check_selection(request)
+    rows = []
+    for loaded in load_selection(request):
+        store = open_store(adapter, loaded, request)
+        stored = store.stored_ids()
+        pending = [s for s in loaded.items if s.id not in stored]
+        batches = -(-len(pending) // request.batch_size)
+        budget, origin = request.budget(loaded.benchmark)
+        rows.append({"benchmark": loaded.benchmark.name, "table": loaded.benchmark.table, "n": len(loaded.items),
+                     "stored": len(loaded.items) - len(pending), "pending": len(pending), "batches": batches,
+                     "batches_per_rank": -(-batches // request.nproc), "max_new_tokens": budget,
+                     "budget_from": origin, "max_new_tokens_total": budget * len(pending),
+                     "count_note": loaded.count_note})
+    return rows
+
+
 def with_adapter_profile(adapter: ModelAdapter, request: EvalRequest) -> EvalRequest:
     """A medkit model's profile fills in what the request leaves open: the profile recorded in the result
     files and the profile's generation budget."""

@@ -65,6 +65,13 @@ class PredictionStore:
     def shard_paths(self) -> list[Path]:
         return sorted(self.folder.glob(f"{self.key_hash}.rank*.jsonl"))
 
+    def stored_ids(self) -> set[str]:
+        """Ids held by the main file and any rank shards, read without changing anything (a dry run)."""
+        ids = {number_and_prediction[1].id for number_and_prediction in read_lines(self.path)}
+        for shard in self.shard_paths():
+            ids.update(prediction.id for _, prediction in read_lines(shard))
+        return ids
+
     def merge_shards(self) -> int:
         """Append the ranks' shards to the main file and delete them; returns the predictions added.
 
