@@ -105,7 +105,7 @@ def test_missing_native_folder_and_file_named(tmp_path):
 
 def test_count_note_mentions_table3_and_limit():
     loaded = native("slake")
-    assert "836 expected (Table 3), got 5" in loaded.count_note
+    assert "836 expected (Table 3), got 6" in loaded.count_note  # 5 English + 1 Chinese closed question
     limited = load_benchmark("medqa", data_root=FIXTURES, limit=2)
     assert len(limited.items) == 2 and "1,273 expected (Table 3), got 3" in limited.count_note
     assert "limited to the first 2" in limited.count_note
@@ -129,7 +129,7 @@ def test_medxpertqa_mm():
 
 
 def test_slake_english_closed_only_with_options():
-    items = {i.id: i for i in native("slake").items}
+    items = {i.id: i for i in load_benchmark("slake", data_root=FIXTURES, options={"languages": ("en",)}).items}
     assert sorted(items) == ["slake-1", "slake-2", "slake-3", "slake-4", "slake-5"]  # open + Chinese dropped
     assert items["slake-1"].meta["options"] == {"A": "Yes", "B": "No"} and items["slake-1"].meta["answer"] == "B"
     assert items["slake-2"].meta["answer"] == "A"  # lower-case "yes"
@@ -358,11 +358,12 @@ def test_impression_one_shot_exemplar_other_patient_images_first():
 
 def test_patient_trial_pairs_labels_and_rendering():
     items = {i.id.split("-", 1)[1]: i for i in native("patient_trial_0shot").items}
-    assert len(items) == 5
+    assert len(items) == 7  # the retrieved_trials.json pairs (tests/test_patient_trial.py covers the fallback)
     labels = {k: i.meta["label"] for k, i in items.items()}
     assert labels == {"sigir-sigir-1-NCT90000001": "eligible", "sigir-sigir-1-NCT90000002": "not eligible",
                       "sigir-sigir-2-NCT90000002": "eligible", "sigir-sigir-2-NCT90000001": "partially eligible",
-                      "trec_2021-trec-1-NCT90000003": "partially eligible"}
+                      "trec_2021-trec-1-NCT90000003": "partially eligible",
+                      "trec_2021-trec-2-NCT90000004": "eligible", "trec_2021-trec-2-NCT90000003": "not eligible"}
     for item in items.values():
         assert sorted(item.meta["options"].values()) == sorted(TRIAL_OPTIONS)
         assert item.meta["options"][item.meta["answer"]] == item.meta["label"]
@@ -398,6 +399,7 @@ def test_trial_one_shot_exemplar_valid_and_never_the_item():
 
 def test_qrels_bad_score_and_unknown_trial_named(tmp_path):
     copy_fixture(tmp_path, "patient_trial")
+    (tmp_path / "patient_trial" / "sigir" / "retrieved_trials.json").unlink()  # the qrels are read only without it
     qrels = tmp_path / "patient_trial" / "sigir" / "qrels" / "test.tsv"
     qrels.write_text("query-id\tcorpus-id\tscore\nsigir-1\tNCT90000001\t3\n")
     with pytest.raises(BenchmarkDataError, match=rf"{qrels} line 2: score must be"):

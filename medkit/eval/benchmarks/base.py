@@ -124,6 +124,15 @@ class Benchmark:
         return checked(self.synthetic(folder), f"{self.name} (synthetic, {folder})")
 
 
+class NativeItems(list):
+    """A native loader's items with a note on what this load read or left out (e.g. "10 repeated
+    question stems dropped"), which the count note carries; a plain list means nothing to add."""
+
+    def __init__(self, items: Iterable[Sample] = (), note: str = ""):
+        super().__init__(items)
+        self.note = note
+
+
 @dataclass
 class LoadedBenchmark:
     benchmark: Benchmark
@@ -178,21 +187,23 @@ def load_benchmark(
     else:
         items = benchmark.load_synthetic(corpus_dir)
         resolved = {}
-    total = len(items)
-    items = items[:limit] if limit is not None else items
-    note = count_note(benchmark, total, len(items), synthetic=corpus_dir is not None, limit=limit)
+    total, load_note = len(items), getattr(items, "note", "")
+    items = list(items[:limit] if limit is not None else items)
+    note = count_note(benchmark, total, len(items), synthetic=corpus_dir is not None, limit=limit, load_note=load_note)
     return LoadedBenchmark(benchmark, items, note, resolved)
 
 
-def count_note(benchmark: Benchmark, total: int, kept: int, *, synthetic: bool, limit: int | None) -> str:
+def count_note(benchmark: Benchmark, total: int, kept: int, *, synthetic: bool, limit: int | None,
+               load_note: str = "") -> str:
     expected = f"{benchmark.expected_count:,} expected (Table 3)"
     limited = f"; limited to the first {kept}" if limit is not None and kept < total else ""
+    read = f" ({load_note})" if load_note else ""
     if synthetic:
         return f"synthetic counterpart: {total} items ({expected} for the native release){limited}"
     if total == benchmark.expected_count:
-        return f"{total:,} items, as in Table 3{limited}"
+        return f"{total:,} items, as in Table 3{read}{limited}"
     reason = benchmark.count_explanation or "fixture/subset or a different release of the data"
-    return f"{expected}, got {total:,}: {reason}{limited}"
+    return f"{expected}, got {total:,}{read}: {reason}{limited}"
 
 
 def checked(items: list[Sample], where: str) -> list[Sample]:

@@ -34,6 +34,7 @@ from medkit.eval.benchmarks import synthetic as syn
 from medkit.eval.benchmarks.base import (
     Benchmark,
     BenchmarkDataError,
+    NativeItems,
     Record,
     check_letter,
     first_existing,
@@ -178,12 +179,15 @@ def load_medbullets(folder: Path, *, n_options: int) -> list[Sample]:
         raise ValueError(f"medbullets option 'n_options' must be one of {sorted(MEDBULLETS_COLUMNS)}, "
                          f"got {n_options!r}")
     samples = []
-    for row, where, record, repeats in first_rows_by_stem(folder / f"medbullets_op{n_options}.csv"):
+    path = folder / f"medbullets_op{n_options}.csv"
+    for row, where, record, repeats in first_rows_by_stem(path):
         options = column_options(record, where, MEDBULLETS_COLUMNS[n_options])
         answer = check_letter(get_str(record, "answer_idx", where), options, where)
         samples.append(text_sample("medbullets", f"{row:04d}", get_str(record, "question", where), options, answer,
                                    link=record.get("link"), dropped_repeat_rows=repeats))
-    return samples
+    dropped = sum(len(s.meta["dropped_repeat_rows"]) for s in samples)
+    return NativeItems(samples, f"{path.name}: {len(samples) + dropped} rows, {dropped} repeating an earlier "
+                                f"question stem dropped")
 
 
 # ---------------------------------------------------------------------------------------------------
