@@ -254,3 +254,17 @@ def test_dry_run_counts_pending_items_and_writes_nothing(tmp_path, corpus, check
     assert main(base + ["--max-new-tokens", "4", "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert re.search(r"medqa\s+5\s+3\s+3\s+0\s+0\s+0\s+4\s+override\s+0", text), text
+
+
+def test_every_eval_command_in_the_readme_parses():
+    import shlex
+    from pathlib import Path
+
+    from medkit.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands = [line.split("#")[0] for line in readme.splitlines() if re.match(r"(\.venv/bin/)?medkit (eval|tables) ", line)]
+    assert len(commands) >= 8
+    for command in commands:
+        args = build_parser().parse_args(shlex.split(command)[1:])  # exits (fails the test) on a bad flag
+        assert args.command in ("eval", "tables")
