@@ -12,7 +12,13 @@ else
 PY := $(VENV)/bin/python
 ENV_READY := $(VENV)/.installed
 endif
+# Hub access: offline for the tiny profile (everything it needs ships in medkit/configs/) and for
+# tests (.ci/run exports it too); other profiles (PROFILE=paper) let the metric packages fetch their
+# weights on first use. A value already in the environment wins.
+ifeq ($(PROFILE),tiny)
 export HF_HUB_OFFLINE ?= 1
+endif
+test: export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: env reproduce test clean-runs
@@ -23,7 +29,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(VENV)
 	# torch first and exactly pinned, so no later resolver step can pull a CUDA build here
 	$(VENV)/bin/python -m pip install -q torch==2.13.0
-	$(VENV)/bin/python -m pip install -q -e '.[dev,nb]'
+	# the metrics extra too (20-40 s, ~330 MB), so the report-metric backends' tests always run
+	$(VENV)/bin/python -m pip install -q -e '.[dev,nb,metrics]'
 	# strip notebook outputs on commit in this clone (see .gitattributes)
 	if [ -d .git ]; then $(VENV)/bin/python -m nbstripout --install; fi
 	touch $@

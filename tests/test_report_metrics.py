@@ -310,6 +310,79 @@ def test_radgraph_backend_used_when_available(monkeypatch):
     assert res["radgraph_complete"].per_report == pytest.approx((0.6, 0.0))
 
 
+def test_backend_failing_while_scoring_is_not_computed(monkeypatch):
+    # An installed backend that loads but breaks when used (e.g. a transformers API it calls
+    # was removed) gives a status, never an exception or a number.
+    fake = types.ModuleType("radgraph")
+
+    class RadGraph:
+        def __init__(self, model_type=None, **kw):
+            pass
+
+        def __call__(self, texts):
+            raise AttributeError("BertTokenizer has no attribute encode_plus")
+
+    fake.RadGraph = RadGraph
+    monkeypatch.setitem(sys.modules, "radgraph", fake)
+    r = score_reports(["a"], ["b"], metrics=("radgraph_partial",))["radgraph_partial"]
+    assert r.value is None
+    assert r.status.startswith("not computed: needs package radgraph==0.1.18")
+    assert "scoring failed: AttributeError: BertTokenizer has no attribute encode_plus" in r.status
+
+
+def test_bertscore_scoring_failure_names_the_component(monkeypatch):
+    calls = []
+    fake = types.ModuleType("bert_score")
+
+    class Tokenizer:  # transformers 4 style: the compatibility step leaves it alone
+        def build_inputs_with_special_tokens(self, ids):
+            return [0] + ids + [2]
+
+    tok = Tokenizer()
+
+    class BERTScorer:
+        def __init__(self, **kw):
+            calls.append(kw)
+            self._tokenizer = tok
+
+        def score(self, cands, refs):
+            raise IndexError("list index out of range")
+
+    fake.BERTScorer = BERTScorer
+    monkeypatch.setitem(sys.modules, "bert_score", fake)
+    hyps, refs, ann = _graph_inputs(["A_identical"])
+    res = score_reports(hyps, refs, metrics=("radcliq_v1",), radgraph_annotations=ann,
+                        component_scores={"semb_score": [0.9]})
+    r = res["radcliq_v1"]
+    assert r.value is None
+    assert "bertscore: package bert-score==0.3.13" in r.status
+    assert "scoring failed: IndexError" in r.status
+    assert calls == [{"batch_size": 64, **rm.BERTSCORE_OPTIONS}]
+
+
+def test_ratescore_count_mismatch_is_not_a_number(monkeypatch):
+    fake = types.ModuleType("RaTEScore")
+
+    class RaTEScore:
+        def __init__(self, **kw):
+            pass
+
+        def compute_score(self, cands, refs):
+            return [0.7]  # one report dropped by its sentence splitter
+
+    fake.RaTEScore = RaTEScore
+    monkeypatch.setitem(sys.modules, "RaTEScore", fake)
+    r = score_reports(["", "b c d"], ["x y z", "b c d"], metrics=("ratescore",))["ratescore"]
+    assert r.value is None and r.per_report is None
+    assert "RaTEScore returned 1 scores for 2 reports" in r.status
+
+
+def test_backends_table_names_the_pins_in_statuses():
+    assert {k: v[2] for k, v in rm.BACKENDS.items()} == {
+        "radgraph": rm.RADGRAPH_PACKAGE, "ratescore": rm.RATESCORE_PACKAGE,
+        "bertscore": rm.BERTSCORE_PACKAGE, "chexbert": rm.CHEXBERT_PACKAGE}
+
+
 def test_ratescore_from_component_scores():
     res = score_reports(["a", "b"], ["c", "d"], metrics=("ratescore",),
                         component_scores={"ratescore": [0.5, 0.7]})

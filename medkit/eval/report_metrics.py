@@ -26,11 +26,38 @@ BERTScore (RadCliQ) ``bert-score==0.3.13``     ``distilroberta-base`` (layer 5),
 CheXbert s_emb     ``f1chexbert==0.0.2``       ``chexbert.pth`` (StanfordAIMI/RRG_scorers)
 =================  ==========================  ==================================
 
-When a backend package or its weights are absent the result is
+When a backend package or its weights are absent, or the package fails while
+loading or scoring, the result is
 ``MetricResult(name, value=None, status="not computed: needs ...")`` -- never a
-number.  Callers can instead pass precomputed RadGraph annotations
-(``radgraph_annotations``) and precomputed per-report RadCliQ component scores
-(``component_scores``), which makes every weight-free step testable.
+number, never an exception.  Callers can instead pass precomputed RadGraph
+annotations (``radgraph_annotations``) and precomputed per-report RadCliQ
+component scores (``component_scores``), which makes every weight-free step
+testable.  :data:`BACKENDS` names the module and entry point each wrapper
+imports (the ``metrics`` extra pins the packages, and ``medspacy``, which
+``RaTEScore`` imports without declaring it).
+
+Backends under transformers 5 (the project pins ``transformers==5.23.0``):
+
+* RadGraph: ``radgraph`` 0.1.18 imports, but ``RadGraph(...)`` cannot be
+  constructed: its vendored allennlp ``PretrainedTransformerTokenizer`` calls
+  ``tokenizer.encode_plus``, which transformers 5 removed (``AttributeError``
+  after the weights are fetched).  The status says so; pass
+  ``radgraph_annotations`` computed elsewhere (transformers 4).
+* RaTEScore: works (NER, sentence splitting by medspacy/PyRuSH, encoder).
+  RaTEScore drops a report without a sentence of >= 3 characters, which
+  misaligns its scores; when the count it returns differs from the number of
+  reports the metric is not computed.
+* BERTScore: ``bert-score`` 0.3.13 passes ``add_prefix_space=True`` to
+  ``encode`` (ignored by transformers 5 tokenizers) and calls
+  ``build_inputs_with_special_tokens`` for an empty report (removed).
+  :func:`_bertscorer` reloads a RoBERTa/GPT-2 tokenizer with
+  ``add_prefix_space=True`` and restores that method, which reproduces the
+  transformers 4 encodings the reference numbers were computed with.
+* CheXbert: ``f1chexbert`` 0.0.2 downloads ``chexbert.pth`` with
+  ``hf_hub_download(..., force_filename=...)``, an argument huggingface_hub 1.x+
+  does not have (its error is printed and swallowed); medkit fetches the file
+  into the path f1chexbert reads first.  medkit's own s_emb code builds
+  ``[CLS] ids [SEP]`` itself instead of the removed ``encode_plus``.
 
 RadGraph reward levels
 ----------------------
@@ -479,86 +506,211 @@ def radcliq_v1_scores(components: Mapping[str, Sequence[float]],
 # Model backends (lazy; never produce a number without the real model)
 # --------------------------------------------------------------------------
 class BackendUnavailable(RuntimeError):
-    """A backend package or its weights could not be loaded."""
+    """A backend package or its weights could not be loaded, or it failed."""
+
+
+# metric backend -> (module imported, entry point used, package pin).  The
+# ``metrics`` extra of pyproject.toml pins exactly these packages (tested).
+BACKENDS = {
+    "radgraph": ("radgraph", "RadGraph", RADGRAPH_PACKAGE),
+    "ratescore": ("RaTEScore", "RaTEScore", RATESCORE_PACKAGE),
+    "bertscore": ("bert_score", "BERTScorer", BERTSCORE_PACKAGE),
+    "chexbert": ("f1chexbert", "F1CheXbert", CHEXBERT_PACKAGE),
+}
+
+
+def _failure(what: str, needs: str, exc: BaseException) -> BackendUnavailable:
+    msg = str(exc).splitlines()[0][:160] if str(exc) else ""
+    return BackendUnavailable(f"{needs} ({what} failed: {type(exc).__name__}: {msg})")
 
 
 def _import(module: str, needs: str):
     try:
         return importlib.import_module(module)
-    except Exception as exc:  # ImportError, or a broken install of the backend
-        raise BackendUnavailable(f"{needs} (import {module!r} failed: "
-                                 f"{type(exc).__name__})") from exc
+    except Exception as exc:  # ImportError (e.g. RaTEScore without medspacy), broken install
+        raise _failure(f"import {module!r}", needs, exc) from exc
+
+
+def _entry_point(backend: str, needs: str):
+    module, attr, _ = BACKENDS[backend]
+    mod = _import(module, needs)
+    try:
+        return getattr(mod, attr)
+    except AttributeError as exc:
+        raise BackendUnavailable(f"{needs} ({module}.{attr} missing)") from exc
 
 
 def _load(factory: Callable[[], Any], needs: str):
     try:
         return factory()
     except Exception as exc:  # offline / weights absent / incompatible install
-        msg = str(exc).splitlines()[0][:160] if str(exc) else ""
-        raise BackendUnavailable(f"{needs} (loading failed: "
-                                 f"{type(exc).__name__}: {msg})") from exc
+        raise _failure("loading", needs, exc) from exc
+
+
+def _run(fn: Callable[[], Any], needs: str):
+    """Scoring with a loaded backend; an incompatible install fails here too."""
+    try:
+        return fn()
+    except BackendUnavailable:
+        raise
+    except Exception as exc:
+        raise _failure("scoring", needs, exc) from exc
 
 
 def _radgraph_annotate(texts: Sequence[str], model_type: str) -> list[dict]:
     needs = (f"package {RADGRAPH_PACKAGE} and RadGraph weights "
              f"model_type={model_type!r} ({WEIGHTS_REPO})")
-    mod = _import("radgraph", needs)
-    model = _load(lambda: mod.RadGraph(model_type=model_type), needs)
+    RadGraph = _entry_point("radgraph", needs)
+    model = _load(lambda: RadGraph(model_type=model_type), needs)
     if not texts:
         return []
-    out = model(list(texts))
+    out = _run(lambda: model(list(texts)), needs)
     return [out.get(str(i), {"entities": {}}) for i in range(len(texts))]
 
 
 def _ratescore(hyps: Sequence[str], refs: Sequence[str]) -> list[float]:
     needs = (f"package {RATESCORE_PACKAGE} and weights "
              f"{RATESCORE_MODELS['bert_model']} + {RATESCORE_MODELS['eval_model']}")
-    mod = _import("RaTEScore", needs)
+    RaTEScore = _entry_point("ratescore", needs)
     try:
         import torch
         use_gpu = torch.cuda.is_available()
     except Exception:
         use_gpu = False
-    scorer = _load(lambda: mod.RaTEScore(use_gpu=use_gpu, **RATESCORE_MODELS), needs)
-    return [float(s) for s in scorer.compute_score(list(hyps), list(refs))]
+    scorer = _load(lambda: RaTEScore(use_gpu=use_gpu, **RATESCORE_MODELS), needs)
+    scores = _run(lambda: [float(s) for s in scorer.compute_score(list(hyps), list(refs))],
+                  needs)
+    if len(scores) != len(hyps):
+        # RaTEScore's sentence splitter drops a report without a sentence of
+        # >= 3 characters; its scores are then paired with the wrong reports.
+        raise BackendUnavailable(
+            f"{needs} (RaTEScore returned {len(scores)} scores for {len(hyps)} "
+            "reports: it drops a report without a sentence of >= 3 characters, "
+            "e.g. an empty one)")
+    return scores
+
+
+def _bertscore_compat(scorer) -> None:
+    """Make ``bert-score`` 0.3.13 encode as it did under transformers 4.
+
+    Under transformers 5, ``sent_encode``'s ``add_prefix_space=True`` is
+    silently ignored by RoBERTa/GPT-2 tokenizers (the first word loses its
+    leading-space BPE form, which changes the score) and the
+    ``build_inputs_with_special_tokens([])`` it calls for an empty report no
+    longer exists.  Transformers 4 (method present): nothing to do.
+    """
+    tok = scorer._tokenizer  # bert-score 0.3.13 keeps its tokenizer here
+    if hasattr(tok, "build_inputs_with_special_tokens"):
+        return
+    from bert_score import utils as bs_utils
+    from transformers import AutoTokenizer
+    if isinstance(tok, (bs_utils.GPT2Tokenizer, bs_utils.RobertaTokenizer)):
+        tok = AutoTokenizer.from_pretrained(scorer.model_type, add_prefix_space=True)
+
+    def build_inputs_with_special_tokens(token_ids_0, token_ids_1=None):
+        if token_ids_0 or token_ids_1:  # bert-score only asks for the empty case
+            raise NotImplementedError("only the empty sequence is supported")
+        return tok.encode("", add_special_tokens=True)
+
+    tok.build_inputs_with_special_tokens = build_inputs_with_special_tokens
+    scorer._tokenizer = tok
+
+
+def _bertscorer(needs: str):
+    BERTScorer = _entry_point("bertscore", needs)
+
+    def make():
+        scorer = BERTScorer(batch_size=64, **BERTSCORE_OPTIONS)
+        _bertscore_compat(scorer)
+        return scorer
+
+    return _load(make, needs)
 
 
 def _bertscore(hyps: Sequence[str], refs: Sequence[str]) -> list[float]:
     needs = (f"package {BERTSCORE_PACKAGE} and weights "
              f"{BERTSCORE_OPTIONS['model_type']}")
-    mod = _import("bert_score", needs)
-    scorer = _load(lambda: mod.BERTScorer(batch_size=64, **BERTSCORE_OPTIONS), needs)
+    scorer = _bertscorer(needs)
     # CXR-Report-Metric collapses runs of spaces before scoring.
     clean = lambda xs: [re.sub(r" +", " ", x) for x in xs]  # noqa: E731
-    _, _, f1 = scorer.score(clean(hyps), clean(refs))
+    _, _, f1 = _run(lambda: scorer.score(clean(hyps), clean(refs)), needs)
     return [float(x) for x in f1]
+
+
+CHEXBERT_CHECKPOINT = "chexbert.pth"
+
+
+def _chexbert_checkpoint() -> Path:
+    """Put ``chexbert.pth`` where ``f1chexbert`` 0.0.2 looks first.
+
+    Its own downloader passes ``force_filename`` to ``hf_hub_download``, which
+    huggingface_hub 1.x+ rejects (the error is printed and swallowed, then
+    ``torch.load`` fails); fetch the file with the current API instead (a
+    symlink into the hub cache, a copy where links are not possible).
+    """
+    impl = importlib.import_module("f1chexbert.f1chexbert")
+    target = Path(impl.CACHE_DIR) / CHEXBERT_CHECKPOINT
+    if target.exists():
+        return target
+    from huggingface_hub import hf_hub_download
+    src = hf_hub_download(repo_id=WEIGHTS_REPO, filename=CHEXBERT_CHECKPOINT)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink():  # dangling: the hub cache was cleaned
+        target.unlink()
+    try:
+        target.symlink_to(Path(src).resolve())
+    except OSError:
+        import shutil
+        tmp = target.with_name(target.name + ".partial")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def _chexbert_ids(tokenizer, text: str) -> list[int]:
+    """CheXbert input ids of one report (f1chexbert ``tokenize`` rules).
+
+    ``[CLS] wordpieces [SEP]``, i.e. transformers 4's ``encode_plus(tokens)``
+    for BERT (removed in transformers 5); an empty report is ``[CLS] [SEP]``;
+    more than 512 ids are cut to 511 plus ``[SEP]``.
+    """
+    text = re.sub(r"\s+", " ", text.replace("\n", " ")).strip()
+    toks = tokenizer.tokenize(text)
+    ids = ([tokenizer.cls_token_id] + tokenizer.convert_tokens_to_ids(toks)
+           + [tokenizer.sep_token_id])
+    if len(ids) > 512:
+        ids = ids[:511] + [tokenizer.sep_token_id]
+    return ids
 
 
 def _chexbert_semb(hyps: Sequence[str], refs: Sequence[str]) -> list[float]:
     """Cosine similarity of CheXbert final-layer CLS embeddings (s_emb)."""
-    needs = (f"package {CHEXBERT_PACKAGE} and CheXbert weights chexbert.pth "
+    needs = (f"package {CHEXBERT_PACKAGE} and CheXbert weights {CHEXBERT_CHECKPOINT} "
              f"({WEIGHTS_REPO})")
-    mod = _import("f1chexbert", needs)
-    labeler = _load(lambda: mod.F1CheXbert(device="cpu"), needs)
+    F1CheXbert = _entry_point("chexbert", needs)
+
+    def make():
+        _chexbert_checkpoint()
+        return F1CheXbert(device="cpu")
+
+    labeler = _load(make, needs)
     import torch
 
     def embed(text: str):
-        text = re.sub(r"\s+", " ", text.replace("\n", " ")).strip()
-        toks = labeler.tokenizer.tokenize(text)
-        ids = (labeler.tokenizer.encode_plus(toks)["input_ids"] if toks else
-               [labeler.tokenizer.cls_token_id, labeler.tokenizer.sep_token_id])
-        if len(ids) > 512:
-            ids = ids[:511] + [labeler.tokenizer.sep_token_id]
+        ids = _chexbert_ids(labeler.tokenizer, text)
         t = torch.tensor([ids], device=labeler.device)
         with torch.no_grad():
             hidden = labeler.model.bert(t, attention_mask=torch.ones_like(t))[0]
         return hidden[0, 0, :]
 
-    out = []
-    for h, r in zip(hyps, refs):
-        a, b = embed(r), embed(h)
-        out.append(float((a * b).sum() / (a.norm() * b.norm())))
-    return out
+    def run():
+        out = []
+        for h, r in zip(hyps, refs):
+            a, b = embed(r), embed(h)
+            out.append(float((a * b).sum() / (a.norm() * b.norm())))
+        return out
+
+    return _run(run, needs)
 
 
 # --------------------------------------------------------------------------
