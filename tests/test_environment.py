@@ -106,7 +106,7 @@ def test_metrics_extra_pins_ratescores_undeclared_spacy_stack_on_numpy2():
         reqs.setdefault(r.name.lower(), []).append(r)
     assert Version(pinned(reqs["spacy"][0])) >= Version("3.8")
     assert pinned(reqs["medspacy"][0])
-    for python in ("3.10", "3.11", "3.12"):  # requires-python: one exact PyRuSH pin each
+    for python in ("3.11", "3.12"):  # requires-python: one exact PyRuSH pin each
         env = {"python_version": python, "python_full_version": f"{python}.0"}
         active = [r for r in reqs["pyrush"] if r.marker is None or r.marker.evaluate(env)]
         assert len(active) == 1 and pinned(active[0]), python
