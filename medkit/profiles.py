@@ -65,6 +65,10 @@ class ModelSection:
     tokenizer: str = "tiny"
     encoder_path: str | None = None  # local folder of the encoder weights; default: the registry's hub id
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # the language model's attention for training: "eager" (dense masks; the only one with a CPU
+    # backward) or "flex_attention" (document-aware block masks built on the GPU from the packed
+    # rows' positions; no L x L tensor). Generation uses the same implementation.
+    attn_implementation: Literal["eager", "flex_attention"] = "eager"
     downsample_ratio: float = 0.5
     projector_hidden_act: str = "gelu"
     text_config: dict[str, Any] = field(default_factory=dict)
