@@ -64,10 +64,14 @@ class ModelSection:
     language_model: str = "tiny"  # "tiny", a hub id or a local checkpoint folder
     tokenizer: str = "tiny"
     encoder_path: str | None = None  # local folder of the encoder weights; default: the registry's hub id
+    # hub id -> the commit (best: a full sha), tag or branch to load it at, for the language model and the
+    # encoder; a hub id not listed loads the hub's latest commit. Local folders are read as they are.
+    revisions: dict[str, str] = field(default_factory=dict)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # the language model's attention for training: "eager" (dense masks; the only one with a CPU
     # backward) or "flex_attention" (document-aware block masks built on the GPU from the packed
-    # rows' positions; no L x L tensor). Generation uses the same implementation.
+    # rows' positions; no L x L tensor). Evaluation decodes with transformers' default for GptOss
+    # (eager: prompts of a few thousand tokens, a KV cache, and no per-shape flex recompiles).
     attn_implementation: Literal["eager", "flex_attention"] = "eager"
     downsample_ratio: float = 0.5
     projector_hidden_act: str = "gelu"

@@ -18,8 +18,8 @@ from medkit.training.packing import (
     first_fit_decreasing,
     length_grouped_sampler,
     pack_samples,
-    packed_attention_masks,
 )
+from medkit.model.attention import block_packed_masks, dense_packed_masks, sequence_ids
 
 TEXT_CONFIG = GptOssConfig(num_hidden_layers=2, sliding_window=4, attn_implementation="eager")
 
@@ -79,7 +79,7 @@ def test_every_packed_sample_has_its_solo_logits(parts, encoded):
     a, b = encoded
     # B must outrun GptOss's sliding window so its sliding and full layers are both exercised
     assert len(b.input_ids) > model.config.text_config.sliding_window
-    batch = PackingCollator(tokenizer.pad_token_id, len(a.input_ids) + len(b.input_ids), model.config.text_config)([a, b])
+    batch = PackingCollator(tokenizer.pad_token_id, len(a.input_ids) + len(b.input_ids))([a, b])
     assert batch["input_ids"].shape[0] == 1
     with torch.no_grad():
         packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
@@ -97,13 +97,15 @@ def test_packed_b_after_a_matches_b_alone(parts, encoded):
     row = torch.cat([a.input_ids, b.input_ids])[None]
     positions = torch.cat([torch.arange(len(a.input_ids)), torch.arange(len(b.input_ids))])[None]
     pixels = torch.cat([a.pixel_values, b.pixel_values])
-    masks = packed_attention_masks(model.config.text_config, positions)
     with torch.no_grad():
-        packed = model(input_ids=row, position_ids=positions, attention_mask=masks, pixel_values=pixels).logits
+        # the model builds the masks from the positions itself (the collator ships none)
+        packed = model(input_ids=row, position_ids=positions, pixel_values=pixels).logits
         alone = model(input_ids=b.input_ids[None], pixel_values=b.pixel_values).logits[0]
-        # control: restarted positions alone do not isolate GptOss (5.23 does not pass them to its mask
-        # builders), so without the masks B attends to A and its logits change
-        leaky = model(input_ids=row, position_ids=positions, pixel_values=pixels).logits[0, len(a.input_ids) :]
+        # control: a plain causal mask over the row (what GptOss 5.23 builds by itself, since it does not
+        # hand position_ids to its mask builders) lets B attend to A, and its logits change
+        causal = torch.ones_like(row)
+        leaky = model(input_ids=row, position_ids=positions, attention_mask=causal,
+                      pixel_values=pixels).logits[0, len(a.input_ids) :]
     packed = packed[0, len(a.input_ids) :]
     assert torch.allclose(packed, alone, atol=1e-5)
     assert not torch.allclose(leaky, alone, atol=1e-3)
@@ -111,14 +113,14 @@ def test_packed_b_after_a_matches_b_alone(parts, encoded):
 
 def test_position_ids_restart_per_sample():
     samples = [fake_sample("x", 5), fake_sample("y", 3), fake_sample("z", 2)]
-    batch = PackingCollator(0, 8, TEXT_CONFIG)(samples)
+    batch = PackingCollator(0, 8)(samples)
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2], [0, 1, 0, 1, 2, 3, 4, 5]]
     assert batch["input_ids"][1, :2].tolist() == [10, 11] and batch["input_ids"][1, 2:].eq(0).all()
 
 
 def test_cross_boundary_labels_are_ignored_and_supervision_kept():
     samples = [fake_sample("x", 5), fake_sample("y", 3)]
-    batch = PackingCollator(0, 8, TEXT_CONFIG)(samples)
+    batch = PackingCollator(0, 8)(samples)
     labels = batch["labels"][0]
     # ForCausalLMLoss shifts labels left: position t is scored against labels[t + 1]
     shifted = torch.nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[1:]
@@ -131,7 +133,7 @@ def test_cross_boundary_labels_are_ignored_and_supervision_kept():
 def test_real_samples_keep_all_supervised_tokens(parts, encoded):
     tokenizer, model, _ = parts
     a, b = encoded
-    batch = PackingCollator(tokenizer.pad_token_id, 4096, model.config.text_config)([a, b])
+    batch = PackingCollator(tokenizer.pad_token_id, 4096)([a, b])
     assert a.labels[0] == IGNORE_INDEX and b.labels[0] == IGNORE_INDEX  # rows start with system/user tokens
     assert int((batch["labels"] != IGNORE_INDEX).sum()) == sum(int((s.labels != IGNORE_INDEX).sum()) for s in (a, b))
 
@@ -139,7 +141,7 @@ def test_real_samples_keep_all_supervised_tokens(parts, encoded):
 def test_pixel_values_follow_placeholder_order(parts, encoded):
     tokenizer, model, _ = parts
     a, b = encoded
-    batch = PackingCollator(tokenizer.pad_token_id, len(a.input_ids) + len(b.input_ids), model.config.text_config)([a, b])
+    batch = PackingCollator(tokenizer.pad_token_id, len(a.input_ids) + len(b.input_ids))([a, b])
     image_token = tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN)
     first, second = row_order(batch["input_ids"][0], [a, b])
     assert first is b  # longest first, so the tiles must be B's then A's, not the batch order
@@ -176,3 +178,48 @@ def test_length_grouped_sampler_groups_lengths_and_is_seeded():
 
     # grouping must waste far less padding than the plain order
     assert padded(order) < 0.6 * padded(list(range(400)))
+
+
+def test_a_packed_batch_carries_positions_not_masks():
+    batch = PackingCollator(0, 8)([fake_sample("x", 5), fake_sample("y", 3), fake_sample("z", 2)])
+    assert set(batch) == {"input_ids", "labels", "position_ids"}  # no L x L tensor on the loader side
+
+
+ROW_POSITIONS = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 0, 1, 2, 3],
+                              [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 0, 1, 2, 3, 4]])
+
+
+def test_sequence_ids_split_rows_where_positions_restart():
+    assert sequence_ids(ROW_POSITIONS)[0].tolist() == [1] * 7 + [2] * 10 + [3] * 3 + [4] * 4
+    assert sequence_ids(ROW_POSITIONS)[1].tolist() == [1] * 19 + [2] * 5
+
+
+def test_flex_block_masks_allow_exactly_what_the_eager_masks_allow():
+    from torch.nn.attention.flex_attention import create_mask
+
+    config = GptOssConfig(num_hidden_layers=2, sliding_window=4, attn_implementation="eager")
+    dense = dense_packed_masks(config, ROW_POSITIONS, torch.float32)
+    blocks = block_packed_masks(config, ROW_POSITIONS)
+    rows, length = ROW_POSITIONS.shape
+    for layer_type in ("full_attention", "sliding_attention"):
+        allowed = create_mask(blocks[layer_type].mask_mod, rows, 1, length, length, device="cpu")
+        assert torch.equal(allowed, dense[layer_type] == 0), layer_type
+    # and the sliding window does bite inside the 10-token sample: token 16 sees 13..16 only
+    assert blocks["sliding_attention"].mask_mod(0, 0, torch.tensor(16), torch.tensor(12)).item() is False
+
+
+def test_flex_attention_over_the_block_mask_equals_dense_attention_over_the_eager_mask():
+    """The block mask as FlexAttention runs it (forward on CPU; sinks and backward need the GPU path)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    config = GptOssConfig(num_hidden_layers=2, sliding_window=4, attn_implementation="eager")
+    positions = torch.cat([torch.arange(150), torch.arange(200), torch.arange(90)])[None]  # 3 samples, 440 tokens
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, positions.shape[1], 16) for _ in range(3))
+    dense = dense_packed_masks(config, positions, torch.float32)
+    blocks = block_packed_masks(config, positions)
+    with torch.no_grad():
+        for layer_type in ("full_attention", "sliding_attention"):
+            flex = flex_attention(q, k, v, block_mask=blocks[layer_type])
+            reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense[layer_type])
+            assert torch.allclose(flex, reference, atol=1e-5), layer_type

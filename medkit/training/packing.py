@@ -4,15 +4,11 @@ Owns how encoded samples are laid into packed rows (first-fit-decreasing, determ
 packed row becomes (``input_ids``, ``labels``, ``position_ids``, ``pixel_values``), and the length-grouped
 sampler for the pad-to-longest path (``medkit.training.collator.PadCollator`` stays the padded collator).
 
-Attention isolation uses transformers' packed-sequence mechanism, not attention code of ours: rows carry
-``position_ids`` that restart at 0 for every sample, and ``masking_utils`` (``find_packed_sequence_indices``:
-a new sequence starts wherever the position does not grow by one) restricts the causal and sliding-window
-masks to each sequence, for eager, sdpa and flex alike. transformers 5.23's ``GptOssModel`` does not hand
-``position_ids`` to its mask builders (and in eval mode it creates a cache, which also turns detection off),
-so the collator builds the two masks itself with ``create_causal_mask`` and
-``create_sliding_window_causal_mask`` and passes them as the ``{layer type: mask}`` mapping that
-``GptOssModel.forward`` accepts ready-made. GptOss's sink logit is appended per query row after the mask is
-added, so it stays per sample.
+A packed batch carries the sample boundaries, not masks: rows have ``position_ids`` that restart at 0 for
+every sample, and the model builds the attention masks from them on its own device, dense for eager
+attention and as FlexAttention block masks for long rows (:mod:`medkit.model.attention`). Nothing of
+size L x L is made here, on the data-loader side. GptOss's sink logit is applied per query row, so it
+stays per sample.
 """
 
 from __future__ import annotations
@@ -21,8 +17,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from transformers import PretrainedConfig
-from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from medkit.model.processor import IGNORE_INDEX, EncodedSample
@@ -76,37 +70,16 @@ def sample_labels(sample: EncodedSample) -> torch.Tensor:
     return labels
 
 
-def packed_attention_masks(
-    text_config: PretrainedConfig, position_ids: torch.Tensor, dtype: torch.dtype = torch.float32
-) -> dict[str, torch.Tensor | None]:
-    """GptOss's per-layer-type masks for packed rows, made by transformers' mask builders, which detect the
-    samples from ``position_ids`` because no 2D ``attention_mask`` and no cache are given.
-
-    ``dtype`` must be the model's compute dtype: eager masks are additive, with that dtype's minimum.
-    """
-    shape_only = torch.empty(*position_ids.shape, 0, dtype=dtype)  # the builders read batch, length, dtype
-    kwargs = dict(
-        config=text_config, inputs_embeds=shape_only, attention_mask=None, past_key_values=None, position_ids=position_ids
-    )
-    return {
-        "full_attention": create_causal_mask(**kwargs),
-        "sliding_attention": create_sliding_window_causal_mask(**kwargs),
-    }
-
-
 @dataclass
 class PackingCollator:
     """Packs a batch of encoded samples into rows of at most ``max_length`` tokens.
 
     Rows are right-padded to the longest row; padding gets its own run of positions from 0, so it forms
-    a separate (unsupervised) sequence that no real token attends to. ``text_config`` is the language
-    model's config (``model.config.text_config``) and ``dtype`` the model's compute dtype, for the masks.
+    a separate (unsupervised) sequence that no real token attends to.
     """
 
     pad_token_id: int
     max_length: int
-    text_config: PretrainedConfig
-    dtype: torch.dtype = torch.float32
 
     def __call__(self, batch: list[EncodedSample]) -> dict[str, torch.Tensor]:
         rows = pack_samples(batch, self.max_length)
@@ -123,12 +96,7 @@ class PackingCollator:
                 position_ids[r, start : start + n] = torch.arange(n)
                 start += n
             position_ids[r, start:] = torch.arange(width - start)
-        out = {
-            "input_ids": input_ids,
-            "labels": labels,
-            "position_ids": position_ids,
-            "attention_mask": packed_attention_masks(self.text_config, position_ids, self.dtype),
-        }
+        out = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
         # placeholders are scattered in row-major order, so tiles follow the samples row by row
         tiles = [s.pixel_values for row in rows for s in row if s.pixel_values.shape[0]]
         if tiles:

@@ -23,6 +23,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from medkit.chat import load_tokenizer
 from medkit.data.mixture import stage_dataset
+from medkit.model.attention import use_attention
 from medkit.model.build import image_token_id, model_config
 from medkit.model.modeling import MedGPTOssForConditionalGeneration
 from medkit.model.processor import MedGPTOssProcessor
@@ -60,7 +61,7 @@ def stage_training_args(stage: StageConfig, profile: Profile, out_dir: Path, wor
         save_strategy="steps",
         save_steps=save_steps,
         save_total_limit=2,  # the newest may be cut short by a kill; resuming then falls back to the one before
-        # tokens/s for the throughput benchmark; packed batches carry a mask dict the Trainer cannot sum,
+        # tokens/s for the throughput benchmark; packed batches carry no attention_mask to count from,
         # and their only padding is the tail of the shortest rows, so every token is counted there
         include_num_input_tokens_seen="non_padding" if stage.batching == "padded" else "all",
         report_to=[],
@@ -141,7 +142,7 @@ def stage_collator(stage: StageConfig, model, tokenizer):
     """Packed rows up to the stage's max length (default), or pad-to-longest."""
     if stage.batching == "padded":
         return PadCollator(tokenizer.pad_token_id)
-    return PackingCollator(tokenizer.pad_token_id, stage.max_length, model.config.text_config, model.dtype)
+    return PackingCollator(tokenizer.pad_token_id, stage.max_length)
 
 
 def run_stage(stage: StageConfig, profile: Profile, corpus: Path | None, out_dir: Path, previous: Path | None, *,
@@ -155,6 +156,7 @@ def run_stage(stage: StageConfig, profile: Profile, corpus: Path | None, out_dir
     init_distributed(args)
     tokenizer = load_tokenizer(profile.model.tokenizer)
     model = build_stage_model(stage, profile, tokenizer, previous)
+    use_attention(model, profile.model.attn_implementation)  # the masks packed rows get follow it
     mark_moe_leaf_modules(model)
     apply_trainable(model, stage.trainable)
     optimizer = AdamW(optimizer_groups(model, stage), betas=(stage.adam_beta1, stage.adam_beta2),
