@@ -257,33 +257,273 @@ def test_chexbert_checkpoint_fetched_into_f1chexbert_cache(monkeypatch, tmp_path
 
 
 # ---------------------------------------------------------------- RadGraph
-def test_radgraph_is_not_computed_under_transformers5(monkeypatch, tmp_path, tiny):
-    # A RadGraph model folder (config + vocabulary, no weights) whose encoder is the tiny BERT:
-    # the constructor reaches the vendored allennlp tokenizer wrapper, which calls
-    # tokenizer.encode_plus (removed in transformers 5).  medkit reports it, never crashes.
+# radgraph 0.1.18's vendored allennlp calls encode_plus and build_inputs_with_special_tokens,
+# removed in transformers 5; medkit restores them on the tokenizers radgraph loads.  The
+# reference values below were recorded under transformers 4.57.6 (tokenizers 0.22.2, in a
+# scratch venv with radgraph 0.1.18, where AutoTokenizer(use_fast=True) gives BertTokenizerFast)
+# by making radgraph's exact calls on the folders _rg_bert writes.
+RG_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "acute", "cardio", "##pul",
+            "##monary", "process", "heart", "size", "is", "normal", "small", "left", "pleural",
+            "effusion", "##s", "pneumo", "##thorax", "a", "b", "1", "2", "cm", "cafe", "na",
+            "##ive", "free", "No", "Heart", "NORMAL", "Caf", "##é", "##ï", "##ve", ".", ",", ";",
+            "(", ")", "-", "%", "/"]
+_HEART = "Heart size is NORMAL; small left pleural effusions (2 cm)."
+_HEART_OFFSETS = [(0, 5), (6, 10), (11, 13), (14, 20), (20, 21), (22, 27), (28, 32), (33, 40),
+                  (41, 49), (49, 50), (51, 52), (52, 53), (54, 56), (56, 57), (57, 58)]
+_COMMON_T4 = {  # texts both casings encode alike
+    "  no\tacute \n heart  ": ([5, 6, 11], [(2, 4), (5, 10), (13, 18)]),
+    "pneumothorax-free": ([20, 21, 43, 30], [(0, 6), (6, 12), (12, 13), (13, 17)]),
+    "unknownword 1/2 %": ([1, 24, 45, 25, 44], [(0, 11), (12, 13), (13, 14), (14, 15), (16, 17)]),
+    "": ([], []),
+    "\u200b": ([], []),  # a format character: BERT's normaliser drops it
+}
+_NO_ACUTE_OFFSETS = [(0, 2), (3, 8), (9, 15), (15, 18), (18, 24), (25, 32), (32, 33)]
+# tokenizer wrapper's encode_plus(text=..., add_special_tokens=False, max_length=None, stride=0,
+# truncation=False, return_tensors=None, return_offsets_mapping=True,
+# return_attention_mask=False, return_token_type_ids=True): (input_ids, offset_mapping); every
+# token_type_id was 0
+RG_T4_TEXTS = {
+    "uncased": {"No acute cardiopulmonary process.": ([5, 6, 7, 8, 9, 10, 38], _NO_ACUTE_OFFSETS),
+                _HEART: ([11, 12, 13, 14, 40, 15, 16, 17, 18, 19, 41, 25, 26, 42, 38],
+                         _HEART_OFFSETS),
+                "Café naïve": ([27, 28, 29], [(0, 4), (5, 7), (7, 10)]), **_COMMON_T4},
+    "cased": {"No acute cardiopulmonary process.": ([31, 6, 7, 8, 9, 10, 38], _NO_ACUTE_OFFSETS),
+              _HEART: ([32, 12, 13, 33, 40, 15, 16, 17, 18, 19, 41, 25, 26, 42, 38],
+                       _HEART_OFFSETS),
+              "Café naïve": ([34, 35, 28, 36, 37], [(0, 3), (3, 4), (5, 7), (7, 8), (8, 10)]),
+              **_COMMON_T4},
+}
+# _intra_word_tokenize's encode_plus(word, add_special_tokens=False, return_tensors=None,
+# return_offsets_mapping=False, return_attention_mask=False, return_token_type_ids=False)
+_COMMON_WORDS_T4 = {"cardiopulmonary": [7, 8, 9], "effusions": [18, 19], ".": [38], "xyz": [1],
+                    "\u200b": [], "": []}
+RG_T4_WORDS = {"uncased": {"No": [5], "Café": [27], "naïve": [28, 29], **_COMMON_WORDS_T4},
+               "cased": {"No": [31], "Café": [34, 35], "naïve": [28, 36, 37], **_COMMON_WORDS_T4}}
+# PretrainedTransformerMismatchedIndexer(model_name, max_length=8).tokens_to_indices(RG_WORDS):
+# token_ids fold into segments of 6 wordpieces, each [CLS] ... [SEP] from
+# build_inputs_with_special_tokens; offsets (first, last wordpiece) per word, (-1, -1) for none
+RG_WORDS = ["No", "acute", "cardiopulmonary", "process", ".", "Small", "left", "Café", "\u200b",
+            "effusions", "(", "2", "cm", ")"]
+RG_T4_INDEXED = {
+    "uncased": ([2, 5, 6, 7, 8, 9, 10, 3, 2, 38, 15, 16, 27, 18, 19, 3, 2, 41, 25, 26, 42, 3],
+                [(1, 1), (2, 2), (3, 5), (6, 6), (7, 7), (8, 8), (9, 9), (10, 10), (-1, -1),
+                 (11, 12), (13, 13), (14, 14), (15, 15), (16, 16)]),
+    "cased": ([2, 31, 6, 7, 8, 9, 10, 3, 2, 38, 1, 16, 34, 35, 18, 3, 2, 19, 41, 25, 26, 42, 3],
+              [(1, 1), (2, 2), (3, 5), (6, 6), (7, 7), (8, 8), (9, 9), (10, 11), (-1, -1),
+               (12, 13), (14, 14), (15, 15), (16, 16), (17, 17)]),
+}
+# PretrainedTransformerTokenizer.tokenize("Café naïve, no effusions."): (text, id, idx, idx_end)
+_TAIL_T4 = [(",", 39, 10, 11), ("no", 5, 12, 14), ("effusion", 18, 15, 23), ("##s", 19, 23, 24),
+            (".", 38, 24, 25), ("[SEP]", 3, None, None)]
+RG_T4_WRAPPER = {
+    "uncased": [("[CLS]", 2, None, None), ("cafe", 27, 0, 4), ("na", 28, 5, 7),
+                ("##ive", 29, 7, 10), *_TAIL_T4],
+    "cased": [("[CLS]", 2, None, None), ("Caf", 34, 0, 3), ("##é", 35, 3, 4), ("na", 28, 5, 7),
+              ("##ï", 36, 7, 8), ("##ve", 37, 8, 10), *_TAIL_T4],
+}
+CASINGS = ("uncased", "cased")
+
+
+def _rg_bert(root: Path, casing: str = "uncased") -> str:
+    """A BERT folder as a RadGraph config names one: config, vocab.txt and tokenizer config, no
+    weights (radgraph builds the encoder from its config; RadGraph's weights.th holds them)."""
+    d = root / f"bert-{casing}"
+    d.mkdir()
+    (d / "vocab.txt").write_text("\n".join(RG_VOCAB) + "\n")
+    (d / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "BertTokenizer", "do_lower_case": casing == "uncased"}))
+    (d / "config.json").write_text(json.dumps(
+        {"model_type": "bert", "vocab_size": len(RG_VOCAB), "hidden_size": 16,
+         "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32,
+         "max_position_embeddings": 64}))
+    return str(d)
+
+
+def _cached_transformers():
+    _entry("radgraph")
+    return importlib.import_module("radgraph.allennlp.common.cached_transformers")
+
+
+@pytest.mark.parametrize("casing", CASINGS)
+def test_radgraph_tokenizer_calls_match_transformers4(tmp_path, casing):
+    ct = _cached_transformers()
+    original = ct.get_tokenizer
+    with rm._radgraph_compat():
+        tok = ct.get_tokenizer(_rg_bert(tmp_path, casing), use_fast=True)
+    assert ct.get_tokenizer is original
+    special = {"add_special_tokens": True, "return_token_type_ids": True,
+               "return_attention_mask": False}
+    # the wrapper's reverse-engineering of the special tokens
+    assert dict(tok.encode_plus("a", "b", **special)) == {"input_ids": [2, 22, 3, 23, 3],
+                                                          "token_type_ids": [0, 0, 0, 1, 1]}
+    assert dict(tok.encode_plus("a", **special)) == {"input_ids": [2, 22, 3],
+                                                     "token_type_ids": [0, 0, 0]}
+    for text, (ids, offsets) in RG_T4_TEXTS[casing].items():
+        enc = tok.encode_plus(text=text, add_special_tokens=False, max_length=None, stride=0,
+                              truncation=False, return_tensors=None,
+                              return_offsets_mapping=tok.is_fast, return_attention_mask=False,
+                              return_token_type_ids=True)
+        assert dict(enc) == {"input_ids": ids, "token_type_ids": [0] * len(ids),
+                             "offset_mapping": offsets}, text
+    for word, ids in RG_T4_WORDS[casing].items():
+        enc = tok.encode_plus(word, add_special_tokens=False, return_tensors=None,
+                              return_offsets_mapping=False, return_attention_mask=False,
+                              return_token_type_ids=False)
+        assert dict(enc) == {"input_ids": ids}, word
+    assert tok.build_inputs_with_special_tokens([]) == [2, 3]
+    assert tok.build_inputs_with_special_tokens([5, 6, 7]) == [2, 5, 6, 7, 3]
+    assert tok.build_inputs_with_special_tokens([5], [6, 7]) == [2, 5, 3, 6, 7, 3]
+
+
+@pytest.mark.parametrize("casing", CASINGS)
+def test_radgraph_tokenizer_wrapper_and_indexer_match_transformers4(tmp_path, casing):
+    from radgraph.allennlp.data import Vocabulary
+    from radgraph.allennlp.data.token_indexers import PretrainedTransformerMismatchedIndexer
+    from radgraph.allennlp.data.tokenizers.token import Token
+
+    _cached_transformers()
+    with rm._radgraph_compat():
+        indexer = PretrainedTransformerMismatchedIndexer(
+            model_name=_rg_bert(tmp_path, casing), max_length=8)
+    wrapper = indexer._allennlp_tokenizer
+    texts = lambda toks: [t.text for t in toks]  # noqa: E731
+    assert (texts(wrapper.single_sequence_start_tokens), texts(wrapper.single_sequence_end_tokens),
+            texts(wrapper.sequence_pair_mid_tokens), wrapper.sequence_pair_second_token_type_id
+            ) == (["[CLS]"], ["[SEP]"], ["[SEP]"], 1)
+    assert [(t.text, t.text_id, t.idx, t.idx_end)
+            for t in wrapper.tokenize("Café naïve, no effusions.")] == RG_T4_WRAPPER[casing]
+    out = indexer.tokens_to_indices([Token(w) for w in RG_WORDS], Vocabulary())
+    ids, offsets = RG_T4_INDEXED[casing]
+    assert out["token_ids"] == ids
+    assert [tuple(o) for o in out["offsets"]] == offsets
+    assert out["type_ids"] == [0] * len(ids) and out["segment_concat_mask"] == [True] * len(ids)
+    assert out["mask"] == [True] * len(RG_WORDS)
+
+
+def test_radgraph_compat_is_scoped_to_radgraphs_tokenizers(tmp_path, tiny):
+    from transformers import AutoTokenizer, BertTokenizer
+
+    ct = _cached_transformers()
+    original = ct.get_tokenizer
+    bert = _rg_bert(tmp_path)
+    with pytest.raises(RuntimeError, match="boom"), rm._radgraph_compat():
+        assert ct.get_tokenizer is not original
+        raise RuntimeError("boom")
+    assert ct.get_tokenizer is original  # restored even when construction fails
+    # transformers itself is untouched: other tokenizers, and the class, lack the methods
+    assert not hasattr(BertTokenizer, "encode_plus")
+    assert not hasattr(AutoTokenizer.from_pretrained(bert), "encode_plus")
+    # a non-BERT tokenizer (transformers 4's build_inputs_with_special_tokens differed per class)
+    with pytest.raises(TypeError, match="BERT tokenizers only, not RobertaTokenizer"):
+        rm._radgraph_tokenizer_compat(AutoTokenizer.from_pretrained(tiny["roberta"]))
+
+
+RG_NER = ["Anatomy::definitely present", "Observation::definitely present",
+          "Observation::definitely absent", "Observation::uncertain"]
+RG_RELATIONS = ["modify", "located_at", "suggestive_of"]
+
+
+def _rg_config(model_dir: Path, encoder: str) -> dict:
+    """RadGraph's model folder minus weights: config.json (a DyGIE++ config: NER + relations)
+    and the allennlp vocabulary of its label namespaces, named after the dataset (model type)."""
+    vocab = model_dir / "vocabulary"
+    vocab.mkdir(parents=True)
+    (vocab / "non_padded_namespaces.txt").write_text("*tags\n*labels\n")
+    (vocab / f"{model_dir.name}__ner_labels.txt").write_text("\n".join([""] + RG_NER) + "\n")
+    (vocab / f"{model_dir.name}__relation_labels.txt").write_text("\n".join(RG_RELATIONS) + "\n")
+    enc = {"model_name": encoder, "max_length": 8}  # short: long reports fold into segments
+    model = {"type": "dygie", "embedder": {"token_embedders": {"bert": enc}}, "initializer": {},
+             "module_initializer": {}, "feature_size": 8, "max_span_width": 3,
+             "target_task": "relation",
+             "feedforward_params": {"num_layers": 1, "hidden_dims": 8, "dropout": 0.0},
+             "loss_weights": {"ner": 1.0, "relation": 1.0, "coref": 0.0, "events": 0.0},
+             "modules": {"coref": {"spans_per_word": 0.3, "max_antecedents": 10}, "ner": {},
+                         "relation": {"spans_per_word": 0.5},
+                         "events": {"trigger_spans_per_word": 0.3,
+                                    "argument_spans_per_word": 0.8,
+                                    "loss_weights": {"trigger": 1.0, "arguments": 0.5}}}}
+    (model_dir / "config.json").write_text(json.dumps(
+        {"dataset_reader": {"max_span_width": 3, "token_indexers": {"bert": enc}},
+         "model": model}))
+    return model
+
+
+def _tiny_radgraph(cache: Path) -> Path:
+    """A tiny radgraph-xl folder under ``cache`` (RadGraph's model_cache_dir): config,
+    vocabulary and random weights.th saved from the DyGIE model radgraph builds from that config,
+    so RadGraph loads it instead of downloading radgraph-xl.tar.gz."""
+    import torch
+    from radgraph.allennlp.data import Vocabulary
+    from radgraph.allennlp.modules import text_field_embedders, token_embedders
+    from radgraph.dygie.models.dygie import DyGIE
+
+    model_dir = cache / rm.RADGRAPH_MODEL_TYPE
+    bert = _rg_bert(cache.parent)
+    cfg = _rg_config(model_dir, bert)
+    torch.manual_seed(0)
+    with rm._radgraph_compat():
+        emb = token_embedders.PretrainedTransformerMismatchedEmbedder(model_name=bert,
+                                                                      max_length=8)
+    kwargs = {k: v for k, v in cfg.items()
+              if k not in ("type", "embedder", "initializer", "module_initializer")}
+    model = DyGIE(vocab=Vocabulary.from_files(str(model_dir / "vocabulary")),
+                  embedder=text_field_embedders.BasicTextFieldEmbedder({"bert": emb}), **kwargs)
+    with torch.no_grad():  # larger random scores: some spans become entities and relations
+        for param in model.parameters():
+            param.mul_(4.0)
+    torch.save(model.state_dict(), model_dir / "weights.th")
+    return cache
+
+
+@pytest.fixture
+def local_radgraph(monkeypatch, tmp_path):
+    _entry("radgraph")
     impl = importlib.import_module("radgraph.radgraph")
-    model_dir = tmp_path / "radgraph-xl"
-    (model_dir / "vocabulary").mkdir(parents=True)
-    (model_dir / "vocabulary" / "non_padded_namespaces.txt").write_text("*tags\n*labels\n")
-    bert = {"model_name": tiny["bert"], "max_length": 512}
-    (model_dir / "config.json").write_text(json.dumps({
-        "dataset_reader": {"max_span_width": 4, "token_indexers": {"bert": bert}},
-        "model": {"embedder": {"token_embedders": {"bert": bert}}}}))
+    monkeypatch.setattr(impl, "CACHE_DIR", str(_tiny_radgraph(tmp_path / "radgraph-cache")))
+
+
+# radgraph 0.1.18's own F1RadGraph(reward_level="all") under transformers 4.57.6, on CPU, with
+# the weights.th _tiny_radgraph writes here, for RG_HYPS / RG_REFS: per-report rewards
+_RG_LONG = "heart size is normal no pneumothorax no acute process small left effusion 1 cm"
+RG_HYPS = ["No acute cardiopulmonary process.", "Small left pleural effusions, 2 cm.", "", _RG_LONG]
+RG_REFS = ["No acute cardiopulmonary process.", "No pneumothorax.", "No effusion.",
+           _RG_LONG.replace("left", "right")]
+RG_T4_REWARDS = {"radgraph_simple": (1.0, 0.0, 0.0, 11 / 13),
+                 "radgraph_partial": (1.0, 0.0, 0.0, 31 / 39),
+                 "radgraph_complete": (1.0, 0.0, 0.0, 14 / 31)}
+
+
+def test_radgraph_f1_through_medkit(local_radgraph, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as the reference ran
+    res = score_reports(RG_HYPS, RG_REFS, metrics=tuple(RG_T4_REWARDS))
+    for name, want in RG_T4_REWARDS.items():
+        r = res[name]
+        assert r.status == "ok", r.status
+        assert r.metadata["annotations"] == "radgraph model_type='radgraph-xl'"
+        # identical reports -> identical non-empty graphs (1.0); empty hypothesis -> 0.0
+        assert r.per_report == pytest.approx(want, abs=1e-12)
+        assert r.value == pytest.approx(sum(want) / 4)
+    # RadCliQ-v1's radgraph_combined comes from the same model
+    other = {"bertscore": [0.9, 0.5, 0.1, 0.6], "semb_score": [0.9, 0.4, 0.2, 0.7]}
+    r = score_reports(RG_HYPS, RG_REFS, metrics=("radcliq_v1",),
+                      component_scores=other)["radcliq_v1"]
+    assert r.status == "ok", r.status
+    assert r.metadata["component_sources"]["radgraph_combined"] == "computed"
+    assert r.metadata["radgraph"] == "radgraph model_type='radgraph-xl'"
+
+
+def test_radgraph_with_a_non_bert_encoder_is_not_computed(monkeypatch, tmp_path, tiny):
+    # The config names a RoBERTa encoder: the compatibility layer refuses its tokenizer while
+    # RadGraph is built (before any weights are read); medkit reports it, never crashes.
+    _entry("radgraph")
+    impl = importlib.import_module("radgraph.radgraph")
+    model_dir = tmp_path / rm.RADGRAPH_MODEL_TYPE
+    _rg_config(model_dir, tiny["roberta"])
     monkeypatch.setattr(impl, "CACHE_DIR", str(tmp_path))
     r = score_reports(["No effusion."], ["Small effusion."],
                       metrics=("radgraph_partial",))["radgraph_partial"]
     assert r.value is None
     assert r.status.startswith("not computed: needs package radgraph==0.1.18")
-    assert "loading failed: AttributeError" in r.status and "encode_plus" in r.status
-
-
-@pytest.mark.xfail(raises=AttributeError, strict=True,
-                   reason="radgraph 0.1.18's allennlp PretrainedTransformerTokenizer calls "
-                          "tokenizer.encode_plus, removed in transformers 5 (known; when this "
-                          "passes, update report_metrics' docstring and this test)")
-def test_radgraph_tokenizer_wrapper_constructs(tiny):
-    _entry("radgraph")
-    from radgraph.allennlp.data.tokenizers.pretrained_transformer_tokenizer import (
-        PretrainedTransformerTokenizer)
-
-    PretrainedTransformerTokenizer(tiny["bert"])
+    assert "loading failed: TypeError" in r.status and "BERT tokenizers only" in r.status

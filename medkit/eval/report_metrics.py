@@ -38,11 +38,15 @@ imports (the ``metrics`` extra pins the packages, and ``medspacy``, which
 
 Backends under transformers 5 (the project pins ``transformers==5.23.0``):
 
-* RadGraph: ``radgraph`` 0.1.18 imports, but ``RadGraph(...)`` cannot be
-  constructed: its vendored allennlp ``PretrainedTransformerTokenizer`` calls
-  ``tokenizer.encode_plus``, which transformers 5 removed (``AttributeError``
-  after the weights are fetched).  The status says so; pass
-  ``radgraph_annotations`` computed elsewhere (transformers 4).
+* RadGraph: ``radgraph`` 0.1.18's vendored allennlp tokenizer wrapper and
+  indexer call ``encode_plus`` and ``build_inputs_with_special_tokens``, which
+  transformers 5 removed (``RadGraph(...)`` raised ``AttributeError`` right
+  after its weights loaded).  While ``RadGraph(...)`` is built,
+  :func:`_radgraph_compat` gives each tokenizer radgraph loads those two
+  methods as transformers 4 defined them for BERT (``__call__`` on one text or
+  pair; ``[CLS] ids [SEP]``), on the instances only; the ids, token types and
+  offsets equal transformers 4's (golden values in the tests).  A non-BERT
+  tokenizer is "not computed".
 * RaTEScore: works (NER, sentence splitting by medspacy/PyRuSH, encoder).
   RaTEScore drops a report without a sentence of >= 3 characters, which
   misaligns its scores; when the count it returns differs from the number of
@@ -126,6 +130,7 @@ needs the *exact* ``fast_bleu`` behaviour, which neither nltk's default
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -557,11 +562,91 @@ def _run(fn: Callable[[], Any], needs: str):
         raise _failure("scoring", needs, exc) from exc
 
 
+def _radgraph_tokenizer_compat(tok):
+    """Give one tokenizer radgraph built the transformers 4 methods it calls.
+
+    radgraph 0.1.18's vendored allennlp calls ``tok.encode_plus`` (a single
+    text or the pair ``("a", "b")``, with ``add_special_tokens``,
+    ``return_token_type_ids``, ``return_attention_mask``,
+    ``return_offsets_mapping``, ``max_length``/``stride``/``truncation`` and
+    ``return_tensors=None``) and, for each ``max_length`` segment its indexer
+    folds a long report into, ``tok.build_inputs_with_special_tokens(ids)``;
+    transformers 5 removed both.  The rest it uses still exists (``encode``,
+    ``tokenize``, ``convert_ids_to_tokens``, ``num_special_tokens_to_add``,
+    ``get_vocab``, ``is_fast``, ``pad_token_id``).  Only BERT (wordpiece)
+    tokenizers are handled, because transformers 4's
+    ``build_inputs_with_special_tokens`` differed per class: the DyGIE++
+    RadGraph models are expected to be BERT-based, but their encoder is named
+    in the config inside the weights archive, so any other class (e.g.
+    ModernBERT's, for ``modern-radgraph-xl``) raises here and the metric is
+    not computed.
+    Transformers 4 (methods present): nothing to do.
+    """
+    if hasattr(tok, "encode_plus"):
+        return tok
+    from transformers import BertTokenizer
+    if not isinstance(tok, BertTokenizer):
+        raise TypeError(f"medkit's transformers 5 compatibility for radgraph handles BERT "
+                        f"tokenizers only, not {type(tok).__name__}")
+
+    def encode_plus(text, text_pair=None, **kwargs):
+        # transformers 4 encoded one text (or pair) exactly as __call__ still does, and
+        # treated an empty text_pair as no pair.
+        return tok(text, text_pair or None, **kwargs)
+
+    def build_inputs_with_special_tokens(token_ids_0, token_ids_1=None):
+        # transformers 4 BertTokenizerFast: [CLS] A [SEP] or [CLS] A [SEP] B [SEP]
+        out = [tok.cls_token_id] + token_ids_0 + [tok.sep_token_id]
+        if token_ids_1 is not None:
+            out += token_ids_1 + [tok.sep_token_id]
+        return out
+
+    tok.encode_plus = encode_plus
+    tok.build_inputs_with_special_tokens = build_inputs_with_special_tokens
+    return tok
+
+
+@contextlib.contextmanager
+def _radgraph_compat():
+    """While ``RadGraph(...)`` is built, pass each tokenizer radgraph loads through
+    :func:`_radgraph_tokenizer_compat`.
+
+    All of radgraph's tokenizers come from its own
+    ``cached_transformers.get_tokenizer`` while the model is constructed, and
+    its tokenizer wrapper and indexer keep them for scoring, so patching that
+    one function for the construction is enough; transformers is not touched.
+    A ``radgraph`` without that module (not 0.1.18's layout, or a test
+    stand-in) is left as is.
+    """
+    try:
+        ct = importlib.import_module("radgraph.allennlp.common.cached_transformers")
+    except ImportError:
+        ct = None
+    if ct is None:
+        yield
+        return
+    original = ct.get_tokenizer
+
+    def get_tokenizer(model_name, **kwargs):
+        return _radgraph_tokenizer_compat(original(model_name, **kwargs))
+
+    ct.get_tokenizer = get_tokenizer
+    try:
+        yield
+    finally:
+        ct.get_tokenizer = original
+
+
 def _radgraph_annotate(texts: Sequence[str], model_type: str) -> list[dict]:
     needs = (f"package {RADGRAPH_PACKAGE} and RadGraph weights "
              f"model_type={model_type!r} ({WEIGHTS_REPO})")
     RadGraph = _entry_point("radgraph", needs)
-    model = _load(lambda: RadGraph(model_type=model_type), needs)
+
+    def make():
+        with _radgraph_compat():
+            return RadGraph(model_type=model_type)
+
+    model = _load(make, needs)
     if not texts:
         return []
     out = _run(lambda: model(list(texts)), needs)
