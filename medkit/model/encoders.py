@@ -31,16 +31,24 @@ def vision_config(spec: EncoderSpec, profile: str) -> PretrainedConfig:
     return CONFIG_MAPPING[spec.model_type](**spec.config_kwargs(profile))
 
 
-def load_vision_tower(spec: EncoderSpec, path_or_id: str, config: PretrainedConfig | None = None) -> PreTrainedModel:
+def checkpoint_file(spec: EncoderSpec) -> str:
+    """The file every checkpoint of the encoder's format has (its cache path tells the snapshot loaded)."""
+    return OPEN_CLIP_WEIGHTS if spec.weights_format == "open_clip" else "config.json"
+
+
+def load_vision_tower(spec: EncoderSpec, path_or_id: str, config: PretrainedConfig | None = None,
+                      revision: str | None = None) -> PreTrainedModel:
     """The encoder's vision tower with its released weights (a hub id or a local folder).
 
     ``config`` is only read for open_clip checkpoints, whose own config is not a transformers one; it
-    defaults to the registry's ``paper`` values.
+    defaults to the registry's ``paper`` values. ``revision``: the commit, branch or tag of a hub id
+    (None: the hub's latest); a local folder is read as it is.
     """
     if spec.weights_format == "open_clip":
         config = config or vision_config(spec, "paper")
         tower = AutoModel.from_config(config)
-        state = torch.load(_resolve_file(path_or_id, OPEN_CLIP_WEIGHTS), map_location="cpu", weights_only=True)
+        weights = _resolve_file(path_or_id, OPEN_CLIP_WEIGHTS, revision)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
         missing, unexpected = tower.load_state_dict(convert_open_clip_vit(state, config.num_hidden_layers), strict=False)
         # the ViT pooler is not part of the timm trunk and is never read (features come from hidden states)
         missing = [k for k in missing if not k.startswith("pooler.")]
@@ -49,10 +57,10 @@ def load_vision_tower(spec: EncoderSpec, path_or_id: str, config: PretrainedConf
         return tower
     # full CLIP / SigLIP checkpoints load into their *VisionModel, which keeps only the vision weights
     tower_class = MODEL_MAPPING[CONFIG_MAPPING[spec.model_type]]
-    return tower_class.from_pretrained(path_or_id, dtype=torch.float32)
+    return tower_class.from_pretrained(path_or_id, revision=revision, dtype=torch.float32)
 
 
-def _resolve_file(path_or_id: str, filename: str) -> Path:
+def _resolve_file(path_or_id: str, filename: str, revision: str | None) -> Path:
     local = Path(path_or_id)
     if local.is_dir():
         file = local / filename
@@ -61,7 +69,7 @@ def _resolve_file(path_or_id: str, filename: str) -> Path:
         return file
     from huggingface_hub import hf_hub_download
 
-    return Path(hf_hub_download(path_or_id, filename))
+    return Path(hf_hub_download(path_or_id, filename, revision=revision))
 
 
 def convert_open_clip_vit(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
