@@ -149,8 +149,9 @@ def test_flops_time(counts):
 
 def test_format_plan_labels_both_estimates_and_assumptions():
     text = format_plan(plan("pretrain", tokens=1e9))
-    for label in ("DeepSpeed estimate_zero3_model_states_mem_needs", "frozen-aware", "activations",
-                  "NOT included", "same MFU", "8 h 27 m", "67.6 GPU-h", "MFU 25.0% (an assumption"):
+    for label in ("DeepSpeed estimate_zero3_model_states_mem_needs", "frozen-aware", "no activations",
+                  "Memory per GPU of one micro-step", "--sample-tokens", "largest micro-batch that fits",
+                  "Checkpoints: every 360 min", "an assumption, --disk-gbps", "same MFU", "8 h 27 m", "67.6 GPU-h", "MFU 25.0% (an assumption"):
         assert label in text
     assert "pass a token count" in format_plan(plan("pretrain"))
 
@@ -205,3 +206,47 @@ def test_hardware_yaml_is_loaded_strictly(tmp_path, old, new, key):
     with pytest.raises(ConfigError, match=key) as error:
         load_hardware("x", bad)
     assert str(bad) in str(error.value)
+
+
+# ---- the micro-step's memory and the checkpoints ------------------------------------------------------
+
+def test_micro_step_memory_is_model_states_plus_activations_with_a_verdict():
+    midtrain = plan("midtrain", hardware="h100-sxm")
+    step = midtrain.micro_step
+    parts = step.memory.breakdown
+    assert step.memory.total_bytes == sum(parts.values())
+    assert parts["model states"] == (2 * midtrain.counts.total + 16 * midtrain.trainable_params) // 8
+    for activation in ("layer inputs", "layer recompute", "vision tower", "projector", "loss", "gathered params"):
+        assert parts[activation] > 0, activation
+    assert step.shape.rows == 1 and step.shape.row_length == 32000 and step.shape.tiles == 16 * 13
+    assert step.fits == (step.memory.total_bytes <= 80 * 2**30)
+    # twice the tokens per sample: more activation memory, and fewer samples fit
+    longer = plan("midtrain", hardware="h100-sxm", sample_tokens=4000)
+    assert longer.micro_step.memory.total_bytes > step.memory.total_bytes
+    assert longer.micro_step.max_per_device < step.max_per_device
+    # a B200 holds more than an H100
+    assert plan("midtrain").micro_step.max_per_device > step.max_per_device
+
+
+def test_eager_attention_at_32k_does_not_fit_and_flex_does():
+    from medkit.profiles import load_profile
+    from medkit.training.memory_plan import StepShape, attention_bytes, dimensions
+
+    profile = load_profile("paper")
+    dims = dimensions(profile)
+    row = StepShape(rows=1, row_length=32768)
+    eager, flex = attention_bytes(dims, row, "eager"), attention_bytes(dims, row, "flex_attention")
+    # one 32k row's scores for 64 heads: 32768 x 32769 x 64 x 2 bytes = 128 GiB, several of them alive
+    assert eager > 4 * 128 * 2**30 > 100 * flex
+    profile.model.attn_implementation = "eager"
+    assert not compute_plan(load_stage("midtrain"), load_hardware("b200"), num_gpus=8, profile=profile).micro_step.fits
+
+
+def test_checkpoint_plan_sizes_the_saves_and_the_disk():
+    midtrain = plan("midtrain", hardware="h100-sxm").checkpoints
+    assert midtrain.weights_bytes == 2 * plan("midtrain").counts.total  # ~42 GB of gathered bf16 weights
+    assert 240e9 < midtrain.optimizer_bytes < 260e9  # fp32 master + Adam m, v of ~21B trained parameters
+    assert midtrain.disk_bytes == 2 * midtrain.size_bytes + midtrain.weights_bytes
+    assert midtrain.saves >= 40  # every 6 h over a stage of ~10 days
+    pretrain = plan("pretrain").checkpoints
+    assert pretrain.optimizer_bytes < 1e9  # only the projector trains

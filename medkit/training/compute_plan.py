@@ -1,4 +1,13 @@
-"""Compute plan for one curriculum stage on given hardware: ZeRO-3 model-state memory and GPU-hours.
+"""Compute plan for one curriculum stage on given hardware: per-GPU memory, checkpoints and GPU-hours.
+
+Per-GPU memory of one micro-step is model states plus what the step holds (activations of the
+checkpointed layers, one layer's recompute with its attention and MoE working set, the vision tower at
+the step's tiles, the projector, the supervised-token loss, gathered ZeRO-3 parameters, the CUDA runtime:
+:mod:`medkit.training.memory_plan`), with a fits / does-not-fit verdict and the largest micro-batch that
+fits. A micro-step's size depends on the data (samples are packed into rows of up to ``max_length``
+tokens), so the plan takes a typical sample as an assumption it prints (``sample_tokens``,
+``sample_tiles``); ``benchmarks/paper_slice_memory.py`` checks the memory formulas against a measured
+step of a real-width slice.
 
 Memory comes from DeepSpeed's own ZeRO-3 estimator (``estimate_zero3_model_states_mem_needs``) fed with
 parameter counts of the meta-device model, plus a frozen-aware variant of the same formula (below).
@@ -25,7 +34,8 @@ from typing import Any
 
 from medkit.config import ConfigError, from_dict, load_yaml
 from medkit.profiles import CONFIG_DIR, Profile, load_profile
-from medkit.training.stages import StageConfig, Trainable, model_parts
+from medkit.training.memory_plan import StepMemory, StepShape, step_memory
+from medkit.training.stages import CheckpointPolicy, StageConfig, Trainable, model_parts
 
 HARDWARE_PATH = CONFIG_DIR / "hardware.yaml"
 DEFAULT_MFU = 0.25  # an assumption; our measured H100 slice ran at 23.3% MFU with flex attention
@@ -35,8 +45,12 @@ TRAINABLE_STATE_BYTES = ALL_TRAINABLE_BYTES - WEIGHT_BYTES  # grads + fp32 maste
 FORWARD_ORDER = ("vision", "projector", "llm")  # the order activations flow through the parts
 GIB = 2**30
 
-ACTIVATIONS_NOTE = ("Memory covers model states only (weights, gradients, optimizer states); activations, "
-                    "temporary buffers and the CUDA context are NOT included.")
+# A typical sample when the data is not at hand: one image at the most tiles (12 + thumbnail = 1,872
+# visual tokens with CLIP-L/336) and a short turn. An assumption, printed with the plan.
+DEFAULT_SAMPLE_TOKENS = 2000
+DEFAULT_SAMPLE_TILES = 13
+MAX_SEARCH_FACTOR = 8
+DEFAULT_DISK_GBPS = 2.0  # sustained checkpoint write speed, GB/s: an assumption (local NVMe RAID; NFS is slower)
 
 
 # ---- hardware and the reference run (data) ------------------------------------------------------------
@@ -113,6 +127,7 @@ class ModelCounts:
 
     total: int
     largest_layer: int  # params held directly by one module, as DeepSpeed's ``model_to_params`` counts
+    largest_leaf: int  # the most params ZeRO-3 gathers at once: a whole MoE block (a z3 leaf) or a module
     parts: dict[str, int]  # vision / projector / llm
     llm_experts: int  # MoE expert weights and biases inside the LM
     llm_embed_tokens: int
@@ -156,12 +171,22 @@ def _count(profile: Profile) -> ModelCounts:
     return ModelCounts(
         total=sum(p.numel() for p in model.parameters()),
         largest_layer=_largest_layer(model),
+        largest_leaf=_largest_leaf(model),
         parts=parts,
         llm_experts=sum(p.numel() for n, p in by_name.items() if part_of(n) == "lm.experts"),
         llm_embed_tokens=sum(p.numel() for n, p in by_name.items() if part_of(n) == "lm.embed_tokens"),
         experts_per_token=text_config.num_experts_per_tok,
         num_experts=text_config.num_local_experts,
     )
+
+
+def _largest_leaf(model) -> int:
+    """The largest set of parameters ZeRO-3 gathers at once: a GptOss MoE block is made one leaf (all its
+    experts gathered together, ``deepspeed_setup.mark_moe_leaf_modules``), any other module gathers the
+    parameters it holds directly."""
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssMLP
+
+    return max(sum(p.numel() for p in m.parameters(recurse=isinstance(m, GptOssMLP))) for m in model.modules())
 
 
 def _largest_layer(model) -> int:
@@ -301,6 +326,80 @@ def _flops_time(counts: ModelCounts, trainable: Trainable, tokens: float, mfu: f
                      gpu_seconds / 3600 / total_gpus, total / reference_flops_capacity)
 
 
+# ---- one micro-step's memory ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MicroStep:
+    """One rank's micro-step of ``per_device`` typical samples, packed, and its peak memory."""
+
+    per_device: int
+    sample_tokens: int
+    sample_tiles: int
+    shape: StepShape
+    memory: StepMemory
+    fits: bool
+    max_per_device: int  # the most typical samples per micro-step that fit (0: not even one)
+
+
+def packed_shape(samples: int, sample_tokens: int, sample_tiles: int, max_length: int) -> StepShape:
+    """``samples`` equal samples packed into rows of at most ``max_length`` tokens (the widest row sets the
+    tensors' width)."""
+    if sample_tokens > max_length:
+        raise ValueError(f"a sample of {sample_tokens:,} tokens exceeds the stage's rows of {max_length:,}")
+    per_row = max_length // sample_tokens
+    rows = -(-samples // per_row)
+    return StepShape(rows=rows, row_length=min(samples, per_row) * sample_tokens, tiles=samples * sample_tiles)
+
+
+def micro_step(stage: StageConfig, profile: Profile, hardware: Hardware, counts: ModelCounts, total_gpus: int,
+               sample_tokens: int, sample_tiles: int) -> MicroStep:
+    def memory(samples: int) -> StepMemory:
+        shape = packed_shape(samples, sample_tokens, sample_tiles, stage.max_length)
+        return step_memory(profile, stage, shape, num_gpus=total_gpus, on_gpu=True, counts=counts,
+                           gradient_checkpointing=stage.gradient_checkpointing)
+
+    capacity = hardware.memory_gib * GIB
+    largest = 0  # the search stops at MAX_SEARCH_FACTOR x the stage's batch ("at least" then)
+    while largest < MAX_SEARCH_FACTOR * stage.per_device_batch_size and memory(largest + 1).total_bytes <= capacity:
+        largest += 1
+    chosen = memory(stage.per_device_batch_size)
+    return MicroStep(stage.per_device_batch_size, sample_tokens, sample_tiles,
+                     packed_shape(stage.per_device_batch_size, sample_tokens, sample_tiles, stage.max_length),
+                     chosen, chosen.total_bytes <= capacity, largest)
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    policy: CheckpointPolicy
+    weights_bytes: int  # the gathered bf16 model (stage3_gather_16bit_weights_on_model_save)
+    optimizer_bytes: int  # ZeRO shards: fp32 master weights and Adam m, v of the trainable parameters
+    saves: int  # during the stage, at the reference-scaled wall time
+    disk_gbps: float
+
+    @property
+    def size_bytes(self) -> int:
+        return self.weights_bytes + (0 if self.policy.model_only else self.optimizer_bytes)
+
+    @property
+    def disk_bytes(self) -> int:
+        """Kept checkpoints plus the stage's final model."""
+        return self.policy.keep * self.size_bytes + self.weights_bytes
+
+    @property
+    def write_seconds(self) -> float:
+        return self.size_bytes / (self.disk_gbps * 1e9)
+
+
+def checkpoint_plan(stage: StageConfig, counts: ModelCounts, trainable: int, wall_hours: float,
+                    disk_gbps: float) -> CheckpointPlan:
+    policy = stage.checkpoint
+    # steps are not known without the data's size here; the wall-clock interval is what the paper default uses
+    saves = policy.saves_during(0, wall_hours)
+    return CheckpointPlan(policy, WEIGHT_BYTES * counts.total, 12 * trainable, saves, disk_gbps)
+
+
 # ---- the plan ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -318,6 +417,10 @@ class ComputePlan:
     flops_time: FlopsTime | None
     reference_label: str  # e.g. "8 x b200"
     stage_examples: int | None  # Table 1 examples in the stage's mixture
+    micro_step: MicroStep
+    checkpoints: CheckpointPlan
+
+    stage_max_length: int = 32768
 
     @property
     def total_gpus(self) -> int:
@@ -326,9 +429,14 @@ class ComputePlan:
 
 def compute_plan(stage: StageConfig, hardware: Hardware, *, num_gpus: int, num_nodes: int = 1,
                  tokens: float | None = None, mfu: float = DEFAULT_MFU,
-                 profile: str | Profile = "paper", hardware_path: str | Path = HARDWARE_PATH) -> ComputePlan:
-    """Plan ``stage`` on ``num_gpus`` GPUs per node x ``num_nodes`` nodes of ``hardware``."""
+                 profile: str | Profile = "paper", hardware_path: str | Path = HARDWARE_PATH,
+                 sample_tokens: int = DEFAULT_SAMPLE_TOKENS, sample_tiles: int = DEFAULT_SAMPLE_TILES,
+                 disk_gbps: float = DEFAULT_DISK_GBPS) -> ComputePlan:
+    """Plan ``stage`` on ``num_gpus`` GPUs per node x ``num_nodes`` nodes of ``hardware``; a micro-step
+    holds ``stage.per_device_batch_size`` samples of ``sample_tokens`` tokens and ``sample_tiles`` tiles."""
     _check_args(hardware, num_gpus, num_nodes, tokens, mfu)
+    if isinstance(profile, str):
+        profile = load_profile(profile)
     counts = model_counts(profile)
     total_gpus = num_gpus * num_nodes
     trainable_params = counts.trainable(stage.trainable)
@@ -354,6 +462,9 @@ def compute_plan(stage: StageConfig, hardware: Hardware, *, num_gpus: int, num_n
         flops_time=flops_time,
         reference_label=f"{reference.num_gpus} x {reference.hardware}",
         stage_examples=_stage_examples(stage.mixture),
+        micro_step=micro_step(stage, profile, hardware, counts, total_gpus, sample_tokens, sample_tiles),
+        checkpoints=checkpoint_plan(stage, counts, trainable_params, reference_time.wall_hours, disk_gbps),
+        stage_max_length=stage.max_length,
     )
 
 
@@ -393,7 +504,11 @@ def format_plan(plan: ComputePlan) -> str:
         f"{_b(c.largest_layer)}; LM active per token {_b(c.llm_active)} ({c.experts_per_token} of "
         f"{c.num_experts} experts; {_b(c.llm_active_matmul)} without the input embedding)",
         "",
-        "Memory per GPU, ZeRO-3 model states (GiB). " + ACTIVATIONS_NOTE,
+        *_micro_step_lines(plan.micro_step, hw, plan.stage_max_length),
+        "",
+        *_checkpoint_lines(plan.checkpoints),
+        "",
+        "Model states alone per GPU (GiB; no activations), by DeepSpeed's ZeRO-3 estimator and frozen-aware:",
         f"  {'per GPU':>8} {'per CPU':>9}  {'fits':<5} options",
         "  DeepSpeed estimate_zero3_model_states_mem_needs (assumes ALL parameters trainable):",
     ]
@@ -401,7 +516,8 @@ def format_plan(plan: ComputePlan) -> str:
     lines.append(f"  frozen-aware (bf16 weights for all {_b(c.total)}, grads + fp32 master + Adam m,v only "
                  f"for the {_b(plan.trainable_params)} trainable; zero_init=1):")
     lines += [_memory_row(row, hw) for row in plan.frozen_aware_memory]
-    lines.append("  per CPU is per node; 'fits' compares per-GPU model states with GPU memory only.")
+    lines.append("  per CPU is per node; 'fits' here compares model states alone with GPU memory: the verdict "
+                 "that counts is the micro-step's above.")
 
     ref = plan.reference_time
     lines += [
@@ -418,6 +534,35 @@ def format_plan(plan: ComputePlan) -> str:
                      f"({plan.stage_examples / (ref.reference_gpu_hours * 3600):.2f} examples/s per reference GPU).")
     lines += _flops_lines(plan.flops_time)
     return "\n".join(lines)
+
+
+def _micro_step_lines(step: MicroStep, hardware: Hardware, max_length: int) -> list[str]:
+    shape = step.shape
+    verdict = "fits" if step.fits else "DOES NOT FIT"
+    lines = [
+        f"Memory per GPU of one micro-step (GiB): {step.per_device} samples per GPU, each assumed "
+        f"{step.sample_tokens:,} tokens with {step.sample_tiles} image tiles (--sample-tokens, --sample-tiles), "
+        f"packed into {shape.rows} row(s) of {shape.row_length:,} tokens (rows <= {max_length:,}), "
+        f"{shape.tiles} tiles; gradient checkpointing, ZeRO-3:",
+    ]
+    lines += [f"  {name:<18} {value / GIB:8.2f}" for name, value in step.memory.breakdown.items()]
+    lines.append(f"  {'total':<18} {step.memory.total_bytes / GIB:8.2f}  of {hardware.memory_gib:g} GiB: {verdict}")
+    capped = step.max_per_device == MAX_SEARCH_FACTOR * step.per_device
+    largest = (f"{'at least ' if capped else ''}{step.max_per_device} such samples per GPU per micro-step"
+               if step.max_per_device else "not even one such sample")
+    lines.append(f"  largest micro-batch that fits: {largest} (checked against benchmarks/paper_slice_memory.py)")
+    return lines
+
+
+def _checkpoint_lines(ck: CheckpointPlan) -> list[str]:
+    return [
+        f"Checkpoints: {ck.policy.describe()}",
+        f"  one save {ck.size_bytes / 1e9:,.0f} GB (gathered bf16 weights {ck.weights_bytes / 1e9:,.0f} GB"
+        + ("" if ck.policy.model_only else f" + ZeRO optimizer state {ck.optimizer_bytes / 1e9:,.0f} GB") + ")"
+        f", ~{ck.write_seconds / 60:.1f} min to write at {ck.disk_gbps:g} GB/s (an assumption, --disk-gbps)",
+        f"  disk: {ck.disk_bytes / 1e9:,.0f} GB ({ck.policy.keep} kept + the final model); about {ck.saves} "
+        f"save(s) over the stage's reference-scaled wall time",
+    ]
 
 
 def _flops_lines(ft: FlopsTime | None) -> list[str]:
