@@ -40,13 +40,18 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_command(args: argparse.Namespace) -> list[str]:
-    from medkit.training.launch import Launch, stage_command
+def train_command(args: argparse.Namespace, build=None) -> list[str] | str:
+    """The launcher command of ``medkit train`` (validating the stage, the launch and the batch split), or
+    what ``build`` makes of the same settings (``stage_dry_run``: the dry-run report)."""
+    from medkit.training.launch import Launch, StageOverrides, stage_command
 
     launch = Launch(launcher=args.launcher, nproc=args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,
                     master_addr=args.master_addr, master_port=args.master_port, hostfile=args.hostfile)
-    return stage_command(args.stage, profile=args.profile, out=args.out, **train_data(args), launch=launch,
-                         vision_schedule=args.vision_schedule, max_steps=args.max_steps, save_steps=args.save_steps)
+    overrides = StageOverrides(per_device_batch_size=args.per_device_batch_size,
+                               global_batch_size=args.global_batch_size, save_steps=args.save_steps,
+                               save_minutes=args.save_minutes, save_model_only=args.save_model_only or None)
+    return (build or stage_command)(args.stage, profile=args.profile, out=args.out, **train_data(args), launch=launch,
+                                    vision_schedule=args.vision_schedule, max_steps=args.max_steps, overrides=overrides)
 
 
 def train_data(args: argparse.Namespace) -> dict:
@@ -59,14 +64,18 @@ def train_data(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from medkit.data.synthetic import ensure_corpus
     from medkit.training.deepspeed_setup import cpu_environment
-    from medkit.training.launch import prepare_stage
+    from medkit.training.launch import overlong_summary, prepare_stage, stage_dry_run
 
-    cmd = train_command(args)  # validates the stage and the launch before any work
+    if args.dry_run:
+        print(train_command(args, build=stage_dry_run))
+        return 0
+    cmd = train_command(args)  # validates the stage, the launch and the batch split before any work
     if not args.data_root:
         ensure_corpus(args.corpus, seed=0)
     # node 0 composes a released-weights profile's starting checkpoint; the other nodes only check for it
-    prepare_stage(args.stage, profile=args.profile, out=args.out, vision_schedule=args.vision_schedule,
-                  compose=args.node_rank == 0, **train_data(args))
+    report = prepare_stage(args.stage, profile=args.profile, out=args.out, vision_schedule=args.vision_schedule,
+                           compose=args.node_rank == 0, **train_data(args))
+    print(overlong_summary(report), flush=True)
     print(" ".join(cmd), flush=True)
     return subprocess.run(cmd, env=cpu_environment()).returncode
 
@@ -90,7 +99,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     stages = load_curriculum(args.vision_schedule) if args.stage == "all" else [load_stage(args.stage, args.vision_schedule)]
     for stage in stages:
         plan = compute_plan(stage, hardware, num_gpus=args.gpus, num_nodes=args.nodes, tokens=args.tokens,
-                            mfu=args.mfu, profile=args.profile)
+                            mfu=args.mfu, profile=args.profile, sample_tokens=args.sample_tokens,
+                            sample_tiles=args.sample_tiles, disk_gbps=args.disk_gbps)
         print(format_plan(plan))
     return 0
 
@@ -236,7 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-missing", action="store_true", help="train on the mixture's datasets that are present")
     p.add_argument("--out", default="runs/train", help="stage outputs go to OUT/<stage>/")
     p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--save-steps", type=int, default=None, help="checkpoint interval; rerunning a killed stage resumes")
+    p.add_argument("--per-device-batch-size", type=int, default=None, help="samples per rank per micro-step, "
+                   "packed into rows of <= max_length tokens (default: the profile's, else Table 2's 16)")
+    p.add_argument("--global-batch-size", type=int, default=None, help="samples per optimizer step (default: the "
+                   "profile's, else 128); accumulation = global / (per-device x nproc x nnodes)")
+    p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps instead of the stage's "
+                   "interval (every 6 h); rerunning a killed stage resumes from the newest complete one")
+    p.add_argument("--save-minutes", type=float, default=None, help="checkpoint every N minutes of training "
+                   "(with --save-steps: whichever comes first)")
+    p.add_argument("--save-model-only", action="store_true", help="checkpoints without optimizer state (~42 GB "
+                   "instead of ~300 GB at paper scale); a killed stage then cannot resume and starts over")
+    p.add_argument("--dry-run", action="store_true", help="print world size, batches, DeepSpeed config, attention, "
+                   "checkpoints and data counts; start no rank, compose or load no model")
     p.add_argument("--launcher", default="torchrun", choices=["torchrun", "deepspeed"])
     p.add_argument("--nnodes", type=int, default=1, help="nodes (torchrun: run the command on each node)")
     p.add_argument("--node-rank", type=int, default=0, help="torchrun: this node's index")
@@ -259,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mfu", type=float, default=0.25, help="assumed model FLOPs utilisation for that estimate")
     p.add_argument("--profile", default="paper")
     p.add_argument("--vision-schedule", default="table2", choices=["table2", "text"])
+    p.add_argument("--sample-tokens", type=int, default=2000, help="a typical sample's tokens, for the "
+                   "micro-step's memory (default: one image at 13 tiles and a short turn)")
+    p.add_argument("--sample-tiles", type=int, default=13, help="a typical sample's image tiles")
+    p.add_argument("--disk-gbps", type=float, default=2.0, help="checkpoint write speed, GB/s (an assumption)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("ablation", help="the LoRA vision-encoder ablation of Figure 1")

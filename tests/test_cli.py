@@ -61,3 +61,26 @@ def test_plan_prints_memory_and_reference_hours(capsys):
     assert "estimate_zero3_model_states_mem_needs" in out and "240 h 24 m" in out
     assert main(["plan", "--hardware", "tpu-v9"]) == 2
     assert "tpu-v9" in capsys.readouterr().err
+
+
+def test_train_batch_and_checkpoint_options_reach_every_rank():
+    from medkit.cli import build_parser, train_command
+
+    args = build_parser().parse_args(["train", "--stage", "instruct", "--nproc", "2", "--per-device-batch-size", "2",
+                                      "--global-batch-size", "16", "--save-minutes", "30", "--save-model-only"])
+    cmd = train_command(args)
+    assert cmd[cmd.index("--per-device-batch-size") + 1] == "2" and cmd[cmd.index("--global-batch-size") + 1] == "16"
+    assert cmd[cmd.index("--save-minutes") + 1] == "30.0" and "--save-model-only" in cmd and "--save-steps" not in cmd
+    plain = train_command(build_parser().parse_args(["train", "--stage", "instruct", "--nproc", "2"]))
+    assert not any(flag.startswith(("--save", "--per-device", "--global")) for flag in plain)  # the stage's own
+
+
+def test_train_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--stage", "instruct", "--nproc", "2", "--global-batch-size", "16", "--save-steps", "10",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "world size 2" in out and "per device 4 samples per micro-step, global 16" in out and "accumulation 2" in out
+    assert "attention    eager" in out and "every 10 steps, weights + optimizer state (resumable), keep 2" in out
+    assert "router load-balancing loss on (coefficient 0.9)" in out
+    assert list(tmp_path.iterdir()) == []  # no corpus generated, no run folder

@@ -17,7 +17,8 @@ from medkit.cli import main
 from medkit.data.mixture import dataset_folder
 from medkit.model.build import load_model, model_config
 from medkit.profiles import get_encoder, load_profile
-from medkit.training.launch import Launch, stage_command
+from medkit.training.launch import Launch, StageOverrides, stage_command
+from medkit.training.stages import load_stage
 
 from test_mixture import write_arrow_source, write_jsonl_source
 
@@ -28,17 +29,20 @@ def test_torchrun_single_and_multi_node_commands(tmp_path):
     assert "--nnodes" not in one
     assert one[one.index("--previous") + 1] == str(tmp_path / "pretrain" / "model")
     multi = stage_command("pretrain", profile="tiny", out=tmp_path, data_root="/data/t1", skip_missing=True,
-                          launch=Launch(nproc=8, nnodes=4, node_rank=3, master_addr="node0", master_port=29600))
+                          launch=Launch(nproc=8, nnodes=4, node_rank=3, master_addr="node0", master_port=29600),
+                          overrides=StageOverrides(per_device_batch_size=1, global_batch_size=32))
     flags = multi[multi.index("torch.distributed.run") + 1:multi.index("medkit.training.stage_run")]
     assert flags == ["--nproc_per_node", "8", "--nnodes", "4", "--node_rank", "3", "--master_addr", "node0",
                      "--master_port", "29600", "-m"]
     assert multi[multi.index("--data-root") + 1] == "/data/t1" and "--skip-missing" in multi
     assert "--corpus" not in multi and "--previous" not in multi  # tiny stage 0 starts from random weights
+    assert multi[-4:] == ["--per-device-batch-size", "1", "--global-batch-size", "32"]  # passed on to every rank
 
 
 def test_deepspeed_launcher_command(tmp_path):
     cmd = stage_command("instruct", profile="tiny", out=tmp_path, corpus="c",
-                        launch=Launch(launcher="deepspeed", nproc=8, nnodes=2, hostfile="/job/hostfile"))
+                        launch=Launch(launcher="deepspeed", nproc=8, nnodes=2, hostfile="/job/hostfile"),
+                        overrides=StageOverrides(global_batch_size=64))  # the tiny profile's 4 per device x 16 ranks
     head = cmd[cmd.index("deepspeed.launcher.runner") + 1:cmd.index("--stage")]
     assert head == ["--num_gpus", "8", "--num_nodes", "2", "--no_local_rank", "--hostfile", "/job/hostfile",
                     "--module", "medkit.training.stage_run"]
@@ -216,3 +220,139 @@ def test_notebook_stages_exclude_audited_ids_from_table1_data_only(tmp_path, mon
     with pytest.warns(UserWarning, match="no leakage report"):
         training.train_stage("pretrain", on_table1)
     assert calls[-1]["leakage_report"] is None
+
+
+# ---- batches on the world size, the dry run, and the length check before any rank starts ----
+
+def readme_train_commands() -> list[str]:
+    """Every `medkit train` line of the README's bash blocks."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    lines = [line.split("#", 1)[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if re.match(r"(\.venv/bin/)?medkit train ", line)]
+
+
+def table1_fixture(root):
+    """One dataset of each stage's mixture under ``root`` (the others stay missing)."""
+    write_jsonl_source(root / dataset_folder("ROCOv2 (filtered)"), 3)
+    write_jsonl_source(root / dataset_folder("MIMIC-CXR (single-panel)"), 2)
+    write_arrow_source(root / dataset_folder("PubMedVision (instruction)"), 2)
+    return root
+
+
+def test_every_readme_training_command_passes_its_dry_run(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    from medkit.training import launch
+
+    def never(*args, **kwargs):
+        raise AssertionError("a dry run started or composed something")
+
+    monkeypatch.setattr(launch, "compose_in_subprocess", never)
+    monkeypatch.setattr(launch, "initial_checkpoint", never)
+    monkeypatch.setattr(subprocess, "run", never)
+    monkeypatch.setattr(subprocess, "Popen", never)
+    root = table1_fixture(tmp_path / "table1")
+    monkeypatch.chdir(tmp_path)
+    commands = readme_train_commands()
+    assert len(commands) == 7 and sum("--nnodes 4" in c for c in commands) == 2
+    for command in commands:
+        argv = shlex.split(command.replace("/data/table1", str(root)))[1:]
+        assert main(argv + ["--dry-run"]) == 0, (command, capsys.readouterr().err)
+        out = capsys.readouterr().out
+        assert "world size" in out and "accumulation" in out and '"train_batch_size"' in out, command
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table1"]  # nothing written: no corpus, no runs/
+
+
+def test_dry_run_resolves_a_multi_node_stage_without_starting_it(tmp_path, capsys):
+    root = table1_fixture(tmp_path / "table1")
+    out = tmp_path / "out"
+    argv = ["train", "--stage", "midtrain", "--profile", "paper", "--data-root", str(root), "--nproc", "8",
+            "--nnodes", "4", "--node-rank", "0", "--master-addr", "node0", "--per-device-batch-size", "4",
+            "--out", str(out), "--dry-run"]
+    assert main(argv) == 0
+    report = capsys.readouterr().out
+    assert "8 rank(s) per node x 4 node(s) = world size 32" in report
+    assert "per device 4 samples per micro-step, global 128 samples per optimizer step, accumulation 1" in report
+    assert "into 1-4 row(s) of <= 32,768 tokens" in report and "128 samples in at most 128 rows" in report
+    deepspeed = json.loads(report[report.index("deepspeed") + len("deepspeed"):report.index("\ndata")])
+    assert (deepspeed["train_micro_batch_size_per_gpu"], deepspeed["gradient_accumulation_steps"],
+            deepspeed["train_batch_size"], deepspeed["zero_optimization"]["stage"]) == (4, 1, 128, 3)
+    assert "attention    flex_attention" in report and "router load-balancing loss on (coefficient 0.9)" in report
+    assert "every 360 min, weights + optimizer state (resumable), keep 2" in report
+    assert "a sample may have 32,768 tokens" in report
+    mimic = next(line for line in report.splitlines() if "mimic_cxr_single_panel" in line)
+    assert mimic.split()[-5:] == ["jsonl", "2", "(Table", "1:", "22,747)"]  # records per dataset, read not opened
+    assert "NOT READY: stage midtrain: no train.jsonl or saved dataset for MIMIC-CXR (multi-view" in report
+    assert "--per-device-batch-size 4" in report.splitlines()[-1]
+    assert not out.exists()
+
+
+def test_a_batch_split_the_world_size_cannot_make_stops_before_launching(tmp_path, capsys):
+    argv = ["train", "--stage", "midtrain", "--profile", "paper", "--data-root", str(tmp_path), "--nproc", "8",
+            "--nnodes", "4", "--master-addr", "node0", "--out", str(tmp_path / "out")]
+    for extra in ([], ["--dry-run"]):
+        assert main(argv + extra) == 2
+        err = capsys.readouterr().err
+        assert "global batch 128 on 32 ranks needs per-device x 32 to divide 128: --per-device-batch-size 1, 2 " \
+               "or 4 (accumulation 4, 2, 1), or --global-batch-size 512 for per-device 16" in err
+    cmd = stage_command("midtrain", profile="paper", out=tmp_path, data_root="/d", launch=Launch(nproc=8, nnodes=4,
+                        master_addr="node0"), overrides=StageOverrides(global_batch_size=512, save_minutes=90.0))
+    assert cmd[cmd.index("--global-batch-size") + 1] == "512" and cmd[cmd.index("--save-minutes") + 1] == "90.0"
+
+
+def test_overlong_records_are_handled_before_the_ranks_start(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from medkit.data.mixture import MixtureError
+    from medkit.training import launch
+    from medkit.training.launch import prepare_stage
+
+    from test_mixture import append_long_record
+
+    root = tmp_path / "table1"
+    write_jsonl_source(root / dataset_folder("ROCOv2 (filtered)"), 3)
+    append_long_record(root / "rocov2_filtered", "roco-long", 9000)  # beyond the tiny model's 8,192 positions
+    out = tmp_path / "out"
+    report = prepare_stage("pretrain", profile="tiny", out=out, data_root=root, skip_missing=True)
+    assert (report.records, report.length_limit, report.to_dict()["overlong"]) == (3, 8192, 1)
+    assert [p.name.split("-")[0] for p in (out / "pretrain" / "lengths").iterdir()] == ["rocov2_filtered"]
+    refusing = replace(load_stage("pretrain"), overlong="error")
+    monkeypatch.setattr(launch, "load_stage", lambda name, schedule: refusing)
+    with pytest.raises(MixtureError, match=r"rocov2_filtered/roco-long \(9,\d{3} tokens\)"):
+        prepare_stage("pretrain", profile="tiny", out=out, data_root=root, skip_missing=True)
+
+
+@pytest.mark.slow
+def test_a_stage_with_an_overlong_sample_trains_balances_its_routers_and_saves_by_policy(tmp_path):
+    """Mid-training (LLM trainable) through `medkit train` on a data root holding one sample longer than the
+    tiny model's positions: dropped before the ranks start, counted in data_report.json, the run ends; the
+    router loss is in the logged loss; checkpoints follow --save-steps and keep the newest two."""
+    from medkit.model.build import build_tiny_model
+
+    from test_mixture import append_long_record
+
+    root = tmp_path / "table1"
+    write_jsonl_source(root / dataset_folder("MIMIC-CXR (single-panel)"), 5)
+    append_long_record(root / "mimic_cxr_single_panel", "mimic-long", 9000)
+    out = tmp_path / "train"
+    tokenizer = load_tokenizer("tiny")
+    build_tiny_model(load_profile("tiny"), tokenizer).save_pretrained(out / "pretrain" / "model")
+    cmd = [sys.executable, "-m", "medkit", "train", "--stage", "midtrain", "--data-root", str(root), "--skip-missing",
+           "--nproc", "1", "--master-port", "29535", "--out", str(out), "--max-steps", "3",
+           "--per-device-batch-size", "2", "--global-batch-size", "2", "--save-steps", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "dropped MIMIC-CXR (single-panel) 1" in done.stdout
+    report = json.loads((out / "midtrain" / "data_report.json").read_text())
+    mimic = next(s for s in report["sources"] if s["name"] == "MIMIC-CXR (single-panel)")
+    assert (mimic["records"], mimic["overlong"], report["length_limit"]) == (5, 1, 8192)
+    metrics = json.loads((out / "midtrain" / "train_metrics.json").read_text())
+    assert metrics["global_step"] == 3 and metrics["router_aux_loss_coef"] == 0.9
+    assert metrics["batch"]["accumulation"] == 1 and metrics["checkpoint"]["every_steps"] == 1
+    assert "'router_aux_loss':" in done.stdout
+    assert sorted(p.name for p in (out / "midtrain").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]

@@ -215,3 +215,114 @@ def test_leakage_audit_over_the_mixture_feeds_the_stage_exclusions(data_root, pr
     dataset, data_report = stage_dataset(PRETRAIN, processor, data_root=data_root, skip_missing=True,
                                          leakage_report=json_path)
     assert len(dataset) == 7 and data_report.to_dict()["excluded"] == 2
+
+
+# ---- samples that cannot fit: lengths as the processor makes them, dropped or refused before training ----
+
+def append_long_record(folder, sample_id: str, words: int) -> None:
+    """A caption record of about ``words`` tokens (one per word in the tiny tokenizer) to a JSONL folder."""
+    (folder / "img" / "long.png").write_bytes(png_bytes(77, size=(200, 90)))  # a multi-tile image
+    record = caption_record(sample_id, "img/long.png", "finding " * words)
+    record["messages"][0]["content"][0].pop("text")
+    with (folder / "train.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def test_record_lengths_are_the_processor_s_token_counts(data_root, processor, tmp_path):
+    from medkit.data.mixture import _arrow_length, _jsonl_length, read_source
+
+    append_long_record(data_root / "rocov2_filtered", "roco-long", 300)
+    corpus = tmp_path / "corpus"
+    generate_corpus(corpus, seed=0, sizes={"caption": 2, "report_long": 3, "report": 2, "vqa_mc": 4,
+                                           "text_mc": 2, "reasoning": 2, "trial": 2, "impression": 2})
+    roco, _ = read_source("r", data_root / "rocov2_filtered", processor, set(), None)
+    quilt, _ = read_source("q", data_root / "quilt_1m_filtered", processor, set(), None)
+    vqa, _ = read_source("v", corpus / "vqa_mc.jsonl", processor, set(), None, "train")
+    measured = ([_jsonl_length(roco, i) for i in range(len(roco))] + [_arrow_length(quilt, i) for i in range(len(quilt))]
+                + [_jsonl_length(vqa, i) for i in range(len(vqa))])
+    encoded = [len(d[i].input_ids) for d in (roco, quilt, vqa) for i in range(len(d))]
+    assert measured == encoded and max(measured) > 300
+    assert any(sum(roco[i].tiles_per_image) > 1 for i in range(len(roco)))  # a tiled image is counted right
+
+
+def test_overlong_records_are_dropped_counted_and_the_rest_keeps_its_order(data_root, processor, tmp_path):
+    from dataclasses import replace
+
+    from medkit.training.packing import PackingCollator
+
+    append_long_record(data_root / "rocov2_filtered", "roco-long", 400)
+    rows = [caption_record(f"pmc-{i}", {"bytes": png_bytes(40 + i), "path": None}, "finding " * words)
+            for i, words in enumerate([5, 400, 6])]  # a saved table with a long row between short ones
+    datasets.Dataset.from_list(rows, features=ARROW_FEATURES).save_to_disk(str(data_root / "pmc_oa_filtered"))
+    stage = replace(PRETRAIN, max_length=300)
+    lengths_dir = tmp_path / "lengths"
+    dataset, report = stage_dataset(stage, processor, data_root=data_root, skip_missing=True,
+                                    max_position_embeddings=8192, lengths_dir=lengths_dir)
+    ids = [dataset[i].sample_id for i in range(len(dataset))]
+    assert ids == [f"roco-{i}" for i in range(5)] + [f"quilt-{i}" for i in range(4)] + ["pmc-0", "pmc-2"]
+    counts = {s.name: (s.records, s.overlong) for s in report.sources if s.format != "missing"}
+    assert counts == {"ROCOv2 (filtered)": (5, 1), "Quilt-1M (filtered)": (4, 0), "PMC-OA (filtered)": (2, 1)}
+    assert report.to_dict()["overlong"] == 2 and report.length_limit == 300
+    # what is left always fits a row: the stage cannot die on one sample
+    PackingCollator(processor.tokenizer.pad_token_id, stage.max_length)([dataset[i] for i in range(len(dataset))])
+    # the model's max_position_embeddings bounds a sample too, when it is below the row length
+    _, by_positions = stage_dataset(PRETRAIN, processor, data_root=data_root, skip_missing=True,
+                                    max_position_embeddings=300, lengths_dir=lengths_dir)
+    assert by_positions.length_limit == 300 and by_positions.to_dict()["overlong"] == 2
+    # a saved table drops by row as well, and the filter is the same on every call (a resume's order)
+    shorter = replace(PRETRAIN, max_length=174)  # the JSONL captions are 174 tokens, the table's 175
+    first, arrow_report = stage_dataset(shorter, processor, data_root=data_root, skip_missing=True,
+                                        max_position_embeddings=8192, lengths_dir=lengths_dir)
+    arrow = next(s for s in arrow_report.sources if s.format == "arrow")
+    assert arrow.overlong == 4 and arrow.records == 0 and arrow.longest == 175
+    again, _ = stage_dataset(shorter, processor, data_root=data_root, skip_missing=True,
+                             max_position_embeddings=8192, lengths_dir=lengths_dir)
+    assert [first[i].sample_id for i in range(len(first))] == [again[i].sample_id for i in range(len(again))]
+
+
+def test_lengths_are_cached_and_remeasured_when_the_data_changes(data_root, processor, tmp_path, monkeypatch):
+    from medkit.data import mixture
+
+    lengths_dir = tmp_path / "lengths"
+    stage_dataset(PRETRAIN, processor, data_root=data_root, skip_missing=True, max_position_embeddings=8192,
+                  lengths_dir=lengths_dir)
+    cached = sorted(p.name for p in lengths_dir.iterdir())
+    assert [name.split("-")[0] for name in cached] == ["quilt_1m_filtered", "rocov2_filtered"]
+
+    def no_measuring(*args):
+        raise AssertionError("measured again although cached")
+
+    monkeypatch.setattr(mixture, "record_length", no_measuring)
+    stage_dataset(PRETRAIN, processor, data_root=data_root, skip_missing=True, max_position_embeddings=8192,
+                  lengths_dir=lengths_dir)  # served from the cache
+    monkeypatch.undo()
+    append_long_record(data_root / "rocov2_filtered", "roco-new", 20)
+    _, report = stage_dataset(PRETRAIN, processor, data_root=data_root, skip_missing=True,
+                              max_position_embeddings=8192, lengths_dir=lengths_dir)
+    assert report.records == 10 and len(list(lengths_dir.iterdir())) == 3  # new key for the changed file
+
+
+def test_overlong_error_policy_names_the_records(data_root, processor):
+    from dataclasses import replace
+
+    append_long_record(data_root / "rocov2_filtered", "roco-long", 400)
+    with pytest.raises(MixtureError, match=r"records longer than 300 tokens \(overlong: error.*"
+                                           r"rocov2_filtered/roco-long \([\d,]+ tokens\)"):
+        stage_dataset(replace(PRETRAIN, max_length=300, overlong="error"), processor, data_root=data_root,
+                      skip_missing=True, max_position_embeddings=8192)
+
+
+def test_lengths_measured_on_several_processes_equal_one(data_root, processor):
+    from medkit.data.mixture import _jsonl_length, measure_lengths, read_source
+
+    roco, _ = read_source("r", data_root / "rocov2_filtered", processor, set(), None)
+    serial = measure_lengths(lambda i: _jsonl_length(roco, i), len(roco))
+    assert measure_lengths(lambda i: _jsonl_length(roco, i), len(roco), workers=2, chunk=2).tolist() == serial.tolist()
+
+
+def test_record_counts_report_missing_data_instead_of_failing(data_root):
+    from medkit.data.mixture import stage_record_counts
+
+    report = stage_record_counts(PRETRAIN, data_root=data_root)
+    assert report.records == 9 and report.missing == ["PMC-OA (filtered)", "BIOMEDICA (dermatology and surgery subsets)"]
+    assert stage_record_counts(PRETRAIN, data_root=data_root.parent / "nowhere").records == 0

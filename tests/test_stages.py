@@ -8,12 +8,16 @@ from medkit.model.build import model_config
 from medkit.model.modeling import MedGPTOssForConditionalGeneration
 from medkit.profiles import load_profile
 from medkit.training.stages import (
+    CheckpointPolicy,
     StageConfig,
     apply_trainable,
+    checkpoint_policy,
     load_curriculum,
     load_stage,
     optimizer_groups,
+    stage_for_profile,
     table2_rows,
+    with_batch_sizes,
 )
 
 
@@ -53,12 +57,68 @@ def test_unknown_stage_and_unknown_key_are_clear_errors(tmp_path):
         load_yaml(StageConfig, bad)
 
 
-def test_gradient_accumulation_from_global_batch():
+def test_batches_count_samples_and_derive_accumulation():
     stage = load_stage("instruct")
-    assert stage.gradient_accumulation(8) == 1  # the paper: 8 GPUs x 16 = 128
-    assert stage.gradient_accumulation(2) == 4
-    with pytest.raises(ConfigError, match="not a multiple"):
-        stage.gradient_accumulation(3)
+    paper = stage.batch_plan(8)  # Table 2: 16 per device x 8 GPUs = 128, accumulation 1
+    assert (paper.per_device, paper.global_batch, paper.accumulation) == (16, 128, 1)
+    assert (paper.max_rows_per_micro_step, paper.max_tokens_per_micro_step) == (16, 16 * 32768)
+    assert stage.batch_plan(2).accumulation == 4
+    assert with_batch_sizes(stage, per_device=4).batch_plan(32).accumulation == 1  # the README's 4 x 8 GPUs
+    assert with_batch_sizes(stage, per_device=1).batch_plan(32).accumulation == 4
+
+
+def test_a_bad_batch_split_names_the_splits_that_work():
+    with pytest.raises(ConfigError) as bad:
+        load_stage("midtrain").batch_plan(32)
+    assert str(bad.value) == ("stage midtrain: global batch 128 on 32 ranks needs per-device x 32 to divide 128: "
+                              "--per-device-batch-size 1, 2 or 4 (accumulation 4, 2, 1), or --global-batch-size "
+                              "512 for per-device 16")
+    with pytest.raises(ConfigError, match=r"no per-device size does \(128 is not a multiple of 3\): "
+                                          r"--global-batch-size 144 for per-device 16"):
+        load_stage("instruct").batch_plan(3)
+    with pytest.raises(ConfigError, match="batch sizes must be positive"):
+        with_batch_sizes(load_stage("instruct"), per_device=-1)
+
+
+def test_profile_batch_stand_ins_apply_before_overrides():
+    tiny = stage_for_profile(load_stage("pretrain"), load_profile("tiny"))
+    assert (tiny.per_device_batch_size, tiny.global_batch_size, tiny.learning_rate.projector) == (4, 8, 3e-3)
+    assert with_batch_sizes(tiny, global_batch=16).batch_plan(2).accumulation == 2
+    paper = stage_for_profile(load_stage("pretrain"), load_profile("paper"))
+    assert (paper.per_device_batch_size, paper.global_batch_size) == (16, 128)
+
+
+def test_checkpoint_policy_is_data_with_command_line_overrides():
+    for stage in load_curriculum():
+        assert stage.checkpoint == CheckpointPolicy(every_steps=None, every_minutes=360.0, model_only=False, keep=2)
+        assert stage.overlong == "drop"
+    mid = load_stage("midtrain")
+    assert checkpoint_policy(mid, save_steps=3) == CheckpointPolicy(every_steps=3, every_minutes=None)
+    assert checkpoint_policy(mid, save_minutes=30, model_only=True).model_only
+    both = checkpoint_policy(mid, save_steps=1000, save_minutes=60)
+    # what a plan reads: 240 h 24 m of mid-training writes 40 six-hourly saves; keep says how many stay
+    assert mid.checkpoint.saves_during(151_112, 240.4) == 40 and both.saves_during(151_112, 240.4) == 151 + 240
+    assert "cannot resume" in checkpoint_policy(mid, model_only=True).describe()
+
+
+@pytest.mark.parametrize("section, message", [
+    ("{every_minutes: null}", "set every_steps or every_minutes"),
+    ("{every_steps: 0, every_minutes: null}", "every_steps must be a positive integer"),
+    ("{every_minutes: -5}", "every_minutes must be positive"),
+    ("{keep: 0}", "keep must be at least 1"),
+    ("{every_hours: 6}", r"unknown key\(s\) \['every_hours'\]"),
+])
+def test_bad_checkpoint_policy_names_the_stage_file(tmp_path, monkeypatch, section, message):
+    from medkit.profiles import CONFIG_DIR
+    from medkit.training import stages
+
+    (tmp_path / "stages").mkdir()
+    yaml_text = (CONFIG_DIR / "stages" / "pretrain.yaml").read_text().replace(
+        "checkpoint: {every_minutes: 360, model_only: false, keep: 2}", f"checkpoint: {section}")
+    (tmp_path / "stages" / "pretrain.yaml").write_text(yaml_text)
+    monkeypatch.setattr(stages, "CONFIG_DIR", tmp_path)
+    with pytest.raises(ConfigError, match=rf"stages/pretrain\.yaml.*{message}"):
+        load_stage("pretrain")
 
 
 def test_pretrain_trains_only_the_projector(model):

@@ -3,13 +3,17 @@
 Every rank runs :mod:`medkit.training.stage_run`, started by torch's elastic launcher (``torchrun``, the
 default; ``nnodes``/``node_rank``/``master_addr`` for several nodes, run once per node) or by DeepSpeed's
 own launcher (``deepspeed``: one call starts every node of a ``hostfile`` over pdsh). Before any rank
-starts, the stage's data is checked and, for the first stage of a released-weights profile, the initial
-checkpoint (released encoder + GPT-oss + fresh projector) is composed once into ``OUT/init/model``.
+starts, the batch sizes are checked against the world size (``nproc x nnodes``), the stage's data is
+checked, for the first stage of a released-weights profile the initial checkpoint (released encoder +
+GPT-oss + fresh projector) is composed once into ``OUT/init/model``, and every record's length is
+measured (on every core, cached in ``OUT/<stage>/lengths/``) so over-long samples are dropped or refused
+here rather than mid-stage. ``stage_dry_run`` reports all of it without starting anything.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,10 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from medkit.data.mixture import check_stage_sources
+from medkit.data.mixture import (LENGTHS_DIR, DataReport, MixtureError, check_stage_sources, excluded_ids,
+                                 stage_dataset, stage_record_counts)
+from medkit.data.schema import SchemaError
 from medkit.profiles import Profile, load_profile
-from medkit.training.deepspeed_setup import cpu_environment
-from medkit.training.stages import load_stage
+from medkit.training.deepspeed_setup import cpu_environment, zero3_config
+from medkit.training.stages import (BatchPlan, CheckpointPolicy, StageConfig, checkpoint_policy, load_stage,
+                                    stage_for_profile, with_batch_sizes)
 
 INIT_DIR = "init"  # OUT/init/model: the composed starting checkpoint of a released-weights profile
 TRAINER_LOSS_LINE = re.compile(r"^\{'loss': '?([0-9.eE+-]+|nan)")  # transformers' per-step log line
@@ -52,6 +59,16 @@ class Launch:
         if self.nnodes > 1 and self.launcher == "torchrun" and not self.master_addr:
             raise ValueError("several nodes under torchrun need --master-addr (the address of node 0)")
 
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+    def describe(self) -> str:
+        where = f" (this is node {self.node_rank}, master {self.master_addr})" if self.nnodes > 1 and \
+            self.launcher == "torchrun" else (f" (hostfile {self.hostfile})" if self.hostfile else "")
+        return (f"{self.launcher}: {self.nproc} rank(s) per node x {self.nnodes} node(s) = world size "
+                f"{self.world_size}{where}")
+
     def prefix(self) -> list[str]:
         if self.launcher == "deepspeed":
             cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(self.nproc),
@@ -67,26 +84,70 @@ class Launch:
         return cmd + ["-m", "medkit.training.stage_run"]
 
 
+@dataclass(frozen=True)
+class StageOverrides:
+    """What one ``medkit train`` call changes in a stage's config (None: the profile's stand-in, else the
+    stage YAML's): batch sizes (samples, see ``BatchPlan``) and the checkpoint policy."""
+
+    per_device_batch_size: int | None = None
+    global_batch_size: int | None = None
+    save_steps: int | None = None
+    save_minutes: float | None = None
+    save_model_only: bool | None = None
+
+    def stage(self, stage: StageConfig, profile: Profile) -> StageConfig:
+        return with_batch_sizes(stage_for_profile(stage, profile), self.per_device_batch_size,
+                                self.global_batch_size)
+
+    def policy(self, stage: StageConfig) -> CheckpointPolicy:
+        return checkpoint_policy(stage, save_steps=self.save_steps, save_minutes=self.save_minutes,
+                                 model_only=self.save_model_only)
+
+    def flags(self) -> list[str]:
+        """The same overrides as ``medkit.training.stage_run`` options."""
+        values = [("--per-device-batch-size", self.per_device_batch_size),
+                  ("--global-batch-size", self.global_batch_size), ("--save-steps", self.save_steps),
+                  ("--save-minutes", self.save_minutes)]
+        flags = [item for flag, value in values if value is not None for item in (flag, str(value))]
+        return flags + (["--save-model-only"] if self.save_model_only else [])
+
+
+def stage_plan(stage_name: str, profile: str | Profile, launch: Launch, vision_schedule: str = "table2",
+               overrides: StageOverrides = StageOverrides()) -> tuple[StageConfig, BatchPlan, CheckpointPolicy]:
+    """The stage as its ranks will run it (profile stand-ins and overrides applied), its batches on the
+    launch's world size (a combination that does not divide is an error naming the ones that do) and its
+    checkpoint policy."""
+    profile = load_profile(profile) if isinstance(profile, (str, Path)) else profile
+    stage = overrides.stage(load_stage(stage_name, vision_schedule), profile)
+    return stage, stage.batch_plan(launch.world_size), overrides.policy(stage)
+
+
+def starting_checkpoint(stage: StageConfig, profile: Profile, out: str | Path) -> Path | None:
+    """The model folder the stage's ranks start from: the previous stage's ``model/``, the composed
+    ``OUT/init/model`` (first stage of a released-weights profile), or None (tiny: built from configs)."""
+    if stage.init_from:
+        return Path(out) / stage.init_from / "model"
+    return None if profile.is_tiny else Path(out) / INIT_DIR / "model"
+
+
 def stage_command(stage_name: str, *, profile: str, out: str | Path, corpus: str | Path | None = None,
                   data_root: str | Path | None = None, leakage_report: str | Path | None = None,
                   skip_missing: bool = False, launch: Launch = Launch(), vision_schedule: str = "table2",
-                  max_steps: int | None = None, save_steps: int | None = None) -> list[str]:
+                  max_steps: int | None = None, overrides: StageOverrides = StageOverrides()) -> list[str]:
     """The launcher command for ``stage_name``. A later stage starts from ``out/<previous stage>/model``;
-    the first stage of a released-weights profile from ``out/init/model`` (see ``initial_checkpoint``)."""
-    stage = load_stage(stage_name, vision_schedule)  # unknown stage: a clear error before anything runs
+    the first stage of a released-weights profile from ``out/init/model`` (see ``initial_checkpoint``).
+    Unknown stages and batch sizes the world size cannot make fail here, before anything runs."""
+    stage, _, _ = stage_plan(stage_name, profile, launch, vision_schedule, overrides)
     out = Path(out)
     cmd = launch.prefix() + ["--stage", stage.name, "--profile", str(profile), "--vision-schedule", vision_schedule,
                              "--out", str(out / stage.name)]
     cmd += ["--corpus", str(corpus)] if data_root is None else ["--data-root", str(data_root)]
     cmd += ["--leakage-report", str(leakage_report)] if leakage_report else []
     cmd += ["--skip-missing"] if skip_missing else []
-    if stage.init_from:
-        cmd += ["--previous", str(out / stage.init_from / "model")]
-    elif not load_profile(profile).is_tiny:
-        cmd += ["--previous", str(out / INIT_DIR / "model")]
+    start = starting_checkpoint(stage, load_profile(profile), out)
+    cmd += ["--previous", str(start)] if start else []
     cmd += ["--max-steps", str(max_steps)] if max_steps else []
-    cmd += ["--save-steps", str(save_steps)] if save_steps else []
-    return cmd
+    return cmd + overrides.flags()
 
 
 def initial_checkpoint(profile: Profile, out: str | Path) -> Path:
@@ -110,9 +171,11 @@ def initial_checkpoint(profile: Profile, out: str | Path) -> Path:
 
 def prepare_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str | Path | None = None,
                   data_root: str | Path | None = None, leakage_report: str | Path | None = None,
-                  skip_missing: bool = False, vision_schedule: str = "table2", compose: bool = True) -> None:
+                  skip_missing: bool = False, vision_schedule: str = "table2", compose: bool = True) -> DataReport:
     """What must hold before ranks start: the stage's data is there, the initial checkpoint exists
-    (composed here unless ``compose`` is off: on nodes other than node 0 of a multi-node run)."""
+    (composed here unless ``compose`` is off: on nodes other than node 0 of a multi-node run), and the
+    records' lengths are measured, over-long ones dropped (or refused: policy ``error``). Returns what the
+    stage will read."""
     stage = load_stage(stage_name, vision_schedule)
     check_stage_sources(stage, corpus=corpus, data_root=data_root, leakage_report=leakage_report,
                         skip_missing=skip_missing)
@@ -122,6 +185,157 @@ def prepare_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str
         elif not (Path(out) / INIT_DIR / "model" / "config.json").is_file():
             raise FileNotFoundError(f"{Path(out) / INIT_DIR / 'model'} not found: run `medkit compose --profile "
                                     f"{profile} --out {out}` once (or start node 0 first) before the other nodes")
+    processor, text_config = stage_processor(stage, load_profile(profile), out)
+    _, report = stage_dataset(stage, processor, corpus=corpus, data_root=data_root, leakage_report=leakage_report,
+                              skip_missing=skip_missing, max_position_embeddings=text_config.max_position_embeddings,
+                              lengths_dir=Path(out) / stage.name / LENGTHS_DIR, workers=len(os.sched_getaffinity(0)))
+    return report
+
+
+def stage_processor(stage: StageConfig, profile: Profile, out: str | Path):
+    """The processor the stage's ranks will build, and the language model's config, read from the config
+    of the checkpoint they start from (or the profile's, for a model built from configs): the records'
+    lengths depend on its tiles and tokens per tile, the length limit on its max_position_embeddings."""
+    from medkit.chat import load_tokenizer
+    from medkit.model.build import image_token_id, model_config
+    from medkit.model.configuration import MedGPTOssConfig
+    from medkit.model.processor import MedGPTOssProcessor
+
+    tokenizer = load_tokenizer(profile.model.tokenizer)
+    start = starting_checkpoint(stage, profile, out)
+    if start is not None and (start / "config.json").is_file():
+        config = MedGPTOssConfig.from_pretrained(start)
+    else:
+        config = model_config(profile, vocab_size=len(tokenizer), img_token=image_token_id(tokenizer))
+    return MedGPTOssProcessor.for_model(config, tokenizer, profile), config.text_config
+
+
+def overlong_summary(report: DataReport) -> str:
+    """One line on the length check: the limit, and per dataset how many records it left out."""
+    dropped = [f"{s.name} {s.overlong:,}" for s in report.sources if s.overlong]
+    what = f"dropped {', '.join(dropped)}" if dropped else "none over it"
+    return (f"[medkit] {report.stage}: {report.records:,} records, at most {report.length_limit:,} tokens each; "
+            f"{what} (see data_report.json)")
+
+
+def stage_dry_run(stage_name: str, *, profile: str, out: str | Path, corpus: str | Path | None = None,
+                  data_root: str | Path | None = None, leakage_report: str | Path | None = None,
+                  skip_missing: bool = False, launch: Launch = Launch(), vision_schedule: str = "table2",
+                  max_steps: int | None = None, overrides: StageOverrides = StageOverrides()) -> str:
+    """What ``medkit train`` would run, resolved: world size, batches, length limit, attention, router loss,
+    checkpoint policy, starting weights, the generated DeepSpeed config, the data's records per dataset and
+    the launcher command. Starts no rank, composes and loads no model, opens no image, needs no tokenizer;
+    data that is missing or unreadable is reported, not raised (a bad batch split still is)."""
+    config = load_profile(profile)
+    stage, plan, policy = stage_plan(stage_name, config, launch, vision_schedule, overrides)
+    cmd = stage_command(stage_name, profile=profile, out=out, corpus=corpus, data_root=data_root,
+                        leakage_report=leakage_report, skip_missing=skip_missing, launch=launch,
+                        vision_schedule=vision_schedule, max_steps=max_steps, overrides=overrides)
+    text = starting_text_config(stage, config, out)
+    limit = min(stage.max_length, text["max_position_embeddings"])
+    lines = [f"dry run: stage {stage.name}, profile {config.name} (nothing started, no model composed or loaded)",
+             f"launch       {launch.describe()}",
+             *batch_lines(stage, plan),
+             f"steps        {max_steps or config.training.max_steps or f'{stage.epochs:g} epoch(s) of the data'}",
+             f"lengths      a sample may have {limit:,} tokens (stage max_length {stage.max_length:,}, model "
+             f"max_position_embeddings {text['max_position_embeddings']:,}); longer ones: {stage.overlong}",
+             f"attention    {config.model.attn_implementation}",
+             f"trains       {', '.join(p for p in ('vision', 'projector', 'llm') if getattr(stage.trainable, p))}; "
+             f"router load-balancing loss " + (f"on (coefficient {text['router_aux_loss_coef']:g})"
+                                               if stage.trainable.llm else "off (LLM frozen)"),
+             f"checkpoints  {policy.describe()}; {resume_line(Path(out) / stage.name)}",
+             f"start        {start_line(stage, config, out)}",
+             "deepspeed    " + indented(json.dumps(resolved_deepspeed_config(stage, config, plan), indent=1), 13),
+             *data_lines(stage, plan, corpus=corpus, data_root=data_root, leakage_report=leakage_report,
+                         skip_missing=skip_missing),
+             f"command      {' '.join(cmd)}"]
+    return "\n".join(lines)
+
+
+def indented(text: str, width: int) -> str:
+    """``text`` with every line after the first indented by ``width`` spaces (under a report's label)."""
+    return text.replace("\n", "\n" + " " * width)
+
+
+def batch_lines(stage: StageConfig, plan: BatchPlan) -> list[str]:
+    rows = (f"each rank packs its {plan.per_device} sample(s) of a micro-step into 1-{plan.max_rows_per_micro_step} "
+            f"row(s) of <= {plan.max_length:,} tokens (<= {plan.max_tokens_per_micro_step:,} tokens)"
+            if stage.batching == "packed" else
+            f"each rank pads its {plan.per_device} sample(s) of a micro-step to the longest (padded batching)")
+    return [f"batches      per device {plan.per_device} samples per micro-step, global {plan.global_batch} samples "
+            f"per optimizer step, accumulation {plan.accumulation} (= {plan.global_batch} / ({plan.per_device} x "
+            f"{plan.world_size} ranks))",
+            f"             {rows}; an optimizer step: {plan.global_batch} samples in at most {plan.global_batch} rows"]
+
+
+def starting_text_config(stage: StageConfig, profile: Profile, out: str | Path) -> dict:
+    """The language model's config as the ranks will see it: from the starting checkpoint's config.json
+    when it exists, else the profile's (which mirrors the released one)."""
+    start = starting_checkpoint(stage, profile, out)
+    if start is not None and (start / "config.json").is_file():
+        return json.loads((start / "config.json").read_text())["text_config"]
+    from transformers import GptOssConfig  # its defaults fill what the profile leaves out
+
+    return GptOssConfig(**profile.model.text_config).to_dict()
+
+
+def start_line(stage: StageConfig, profile: Profile, out: str | Path) -> str:
+    start = starting_checkpoint(stage, profile, out)
+    if start is None:
+        return f"a model built from the {profile.name} profile's configs (seed {profile.seed})"
+    if (start / "config.json").is_file():
+        return f"{start} (present)"
+    maker = f"stage {stage.init_from} writes it" if stage.init_from else "composed before the ranks start"
+    return f"{start} (missing: {maker})"
+
+
+def resume_line(out_dir: Path) -> str:
+    from medkit.training.stage_run import last_complete_checkpoint  # loads the Trainer; only for this report
+
+    resume = last_complete_checkpoint(out_dir)
+    return f"a rerun resumes from {resume}" if resume else f"no checkpoint in {out_dir} yet: starts at step 0"
+
+
+def resolved_deepspeed_config(stage: StageConfig, profile: Profile, plan: BatchPlan) -> dict:
+    """The ZeRO-3 config the ranks get, with what the Trainer fills from its arguments filled in here; the
+    bucket sizes stay "auto" (set from the model's hidden size when the ranks start)."""
+    from transformers import TrainingArguments
+
+    config = zero3_config(stage)
+    config["bf16"] = {"enabled": stage.bf16 and profile.model.dtype == "bfloat16"}  # on GPU ranks; CPU: float32
+    config["train_micro_batch_size_per_gpu"] = plan.per_device
+    config["gradient_accumulation_steps"] = plan.accumulation
+    config["train_batch_size"] = plan.global_batch
+    config["gradient_clipping"] = TrainingArguments.__dataclass_fields__["max_grad_norm"].default
+    return config
+
+
+def data_lines(stage: StageConfig, plan: BatchPlan, *, corpus, data_root, leakage_report, skip_missing) -> list[str]:
+    """Records per dataset as the stage would read them, and what would stop it."""
+    problems = []
+    try:
+        excluded_ids(leakage_report)
+    except (MixtureError, SchemaError) as e:
+        problems.append(str(e))
+        leakage_report = None  # counted without the exclusions
+    if data_root is None and not Path(corpus).is_dir():
+        return [f"data         synthetic corpus {corpus}: not there yet (`medkit train` writes it, seed 0)", *problems]
+    try:
+        check_stage_sources(stage, corpus=corpus, data_root=data_root, skip_missing=skip_missing)
+    except (MixtureError, ValueError) as e:
+        problems.append(str(e))
+    try:
+        report = stage_record_counts(stage, corpus=corpus, data_root=data_root, leakage_report=leakage_report)
+    except (SchemaError, ValueError) as e:
+        return [f"data         unreadable: {e}", *problems]
+    where = f"{stage.mixture} mixture under {data_root}" if data_root else f"synthetic corpus {corpus}"
+    epoch = f", one epoch ~{-(-report.records // plan.global_batch):,} optimizer steps" if report.records else ""
+    lines = [f"data         {where}: {report.records:,} records{epoch} (leakage exclusions applied; lengths are "
+             "measured when training starts)"]
+    lines += [f"  {s.name:<46} {Path(s.path).name:<40} {s.format:<7} {s.records:>10,}"
+              + (f"  (Table 1: {s.table1_examples:,})" if s.table1_examples else "") for s in report.sources]
+    lines += [f"  NOT READY: {problem}" for problem in problems]
+    return lines
 
 
 def compose_in_subprocess(profile: str, out: str | Path) -> None:
@@ -142,7 +356,9 @@ def launch_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str 
     losses; a failure raises with the tail of the ranks' log."""
     data = dict(corpus=corpus, data_root=data_root, leakage_report=leakage_report, skip_missing=skip_missing)
     cmd = stage_command(stage_name, profile=profile, out=out, launch=launch, max_steps=max_steps, **data, **kwargs)
-    prepare_stage(stage_name, profile=profile, out=out, vision_schedule=kwargs.get("vision_schedule", "table2"), **data)
+    schedule = kwargs.get("vision_schedule", "table2")
+    report = prepare_stage(stage_name, profile=profile, out=out, vision_schedule=schedule, **data)
+    print(overlong_summary(report), flush=True)
     steps = max_steps or load_profile(profile).training.max_steps  # None: one epoch of unknown length
     code, tail = run_with_progress(cmd, desc=stage_name, total=steps)
     if code:
