@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
-from medkit.chat import load_tokenizer
+from medkit.chat.tokenizer import profile_tokenizer
 from medkit.data.dataset import ConversationDataset
 from medkit.data.synthetic import generate_corpus
 from medkit.model.build import build_tiny_model, compose_pretrained
@@ -36,7 +36,7 @@ def prepare(profile: Profile, corpus_dir: Path):
     """Tokenizer, model and processor for a profile; the corpus generated if missing."""
     if not (corpus_dir / "manifest.json").is_file():
         generate_corpus(corpus_dir, seed=profile.data.corpus_seed)
-    tokenizer = load_tokenizer(profile.model.tokenizer)
+    tokenizer = profile_tokenizer(profile)
     model = build_tiny_model(profile, tokenizer) if profile.is_tiny else compose_pretrained(profile, tokenizer)
     processor = MedGPTOssProcessor.for_model(model.config, tokenizer, profile)
     return tokenizer, model, processor

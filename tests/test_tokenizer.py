@@ -132,3 +132,23 @@ def test_ensure_image_tokens_counts_and_rejects_non_harmony_tokenizers():
     plain.train_from_iterator(["abc"], trainers.BpeTrainer(vocab_size=50, show_progress=False))
     with pytest.raises(ValueError, match="not a gpt-oss"):
         ensure_image_tokens(PreTrainedTokenizerFast(tokenizer_object=plain))
+
+
+def test_the_profile_pins_its_tokenizer_revision(monkeypatch):
+    import transformers
+
+    from medkit.chat.tokenizer import profile_tokenizer
+    from medkit.profiles import load_profile
+
+    calls = []
+
+    def from_pretrained(source, **kwargs):
+        calls.append((source, kwargs))
+        raise OSError("stop here: only the arguments matter")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    profile = load_profile("paper")
+    profile.model.revisions = {"openai/gpt-oss-20b": "0123abcd"}
+    with pytest.raises(OSError):
+        profile_tokenizer(profile)
+    assert calls == [("openai/gpt-oss-20b", {"trust_remote_code": False, "revision": "0123abcd"})]

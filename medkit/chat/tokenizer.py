@@ -129,16 +129,26 @@ def write_tiny_tokenizer(
     return tokenizer
 
 
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """"tiny" -> the shipped tiny tokenizer; anything else -> ``AutoTokenizer`` on a hub id or a local
-    folder (never remote code), then the image tokens added if missing (see ``ensure_image_tokens``)."""
+def profile_tokenizer(profile) -> PreTrainedTokenizerBase:
+    """The profile's tokenizer at the revision the profile pins for its hub id (``model.revisions``): the
+    chat template comes with it, so it is pinned with the weights."""
+    name = profile.model.tokenizer
+    return load_tokenizer(name, revision=profile.model.revisions.get(name))
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrainedTokenizerBase:
+    """"tiny" -> the shipped tiny tokenizer; anything else -> ``AutoTokenizer`` on a hub id (at
+    ``revision``, None: the hub's latest) or a local folder (never remote code), then the image tokens
+    added if missing (see ``ensure_image_tokens``)."""
     if name_or_path == "tiny":
         return PreTrainedTokenizerFast.from_pretrained(TINY_TOKENIZER_DIR)
     path = Path(name_or_path).expanduser()
     if _looks_local(name_or_path) and not path.exists():
         raise FileNotFoundError(f"tokenizer path {str(path)!r} does not exist; {PAPER_TOKENIZER_HINT}")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path) if path.exists() else name_or_path, trust_remote_code=False)
+        source = str(path) if path.exists() else name_or_path
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False,
+                                                  revision=None if path.exists() else revision)
     except OSError as e:
         raise OSError(f"could not load tokenizer {name_or_path!r}; {PAPER_TOKENIZER_HINT}") from e
     added = ensure_image_tokens(tokenizer)

@@ -154,7 +154,7 @@ def initial_checkpoint(profile: Profile, out: str | Path) -> Path:
     """``out/init/model``: the released encoder and GPT-oss with a fresh projector, composed and saved
     once (safetensors) so every rank of the first stage loads it under ZeRO-3. Reused when present;
     written to a temporary folder first, so a killed compose leaves nothing that looks complete."""
-    from medkit.chat import load_tokenizer
+    from medkit.chat.tokenizer import profile_tokenizer
     from medkit.model.build import compose_pretrained
 
     target = Path(out) / INIT_DIR / "model"
@@ -162,7 +162,7 @@ def initial_checkpoint(profile: Profile, out: str | Path) -> Path:
         return target
     partial = target.with_name("model.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    tokenizer = load_tokenizer(profile.model.tokenizer)
+    tokenizer = profile_tokenizer(profile)
     compose_pretrained(profile, tokenizer).save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     partial.rename(target)
@@ -196,12 +196,12 @@ def stage_processor(stage: StageConfig, profile: Profile, out: str | Path):
     """The processor the stage's ranks will build, and the language model's config, read from the config
     of the checkpoint they start from (or the profile's, for a model built from configs): the records'
     lengths depend on its tiles and tokens per tile, the length limit on its max_position_embeddings."""
-    from medkit.chat import load_tokenizer
+    from medkit.chat.tokenizer import profile_tokenizer
     from medkit.model.build import image_token_id, model_config
     from medkit.model.configuration import MedGPTOssConfig
     from medkit.model.processor import MedGPTOssProcessor
 
-    tokenizer = load_tokenizer(profile.model.tokenizer)
+    tokenizer = profile_tokenizer(profile)
     start = starting_checkpoint(stage, profile, out)
     if start is not None and (start / "config.json").is_file():
         config = MedGPTOssConfig.from_pretrained(start)

@@ -27,7 +27,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.models.gpt_oss.modeling_gpt_oss import GptOssTopKRouter
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from medkit.chat import load_tokenizer
+from medkit.chat.tokenizer import profile_tokenizer
 from medkit.data.mixture import LENGTHS_DIR, stage_dataset
 from medkit.model.attention import use_attention
 from medkit.model.build import image_token_id, model_config
@@ -256,7 +256,7 @@ def run_stage(stage: StageConfig, profile: Profile, corpus: Path | None, out_dir
     policy = policy or stage.checkpoint
     args = stage_training_args(stage, profile, out_dir, plan, policy, max_steps=max_steps)
     init_distributed(args)
-    tokenizer = load_tokenizer(profile.model.tokenizer)
+    tokenizer = profile_tokenizer(profile)
     model = build_stage_model(stage, profile, tokenizer, previous)
     use_attention(model, profile.model.attn_implementation)  # the masks packed rows get follow it
     mark_moe_leaf_modules(model)
