@@ -1,8 +1,8 @@
 """Data-parallel evaluation, device placement, generation budgets and profile inference (tiny profile, CPU)."""
 
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -10,9 +10,7 @@ import sys
 import time
 
 import pytest
-import torch
 
-from medkit.chat import load_tokenizer
 from medkit.cli import main
 from medkit.data.synthetic import generate_corpus
 from medkit.eval.adapters import checkpoint_dtype, checkpoint_profile
@@ -20,7 +18,7 @@ from medkit.eval.benchmarks import GENERATION_BUDGET, get_benchmark, load_benchm
 from medkit.eval.parallel import AdapterSource, EvalRankError, open_adapter
 from medkit.eval.placement import PlacementError, model_placement, split_devices
 from medkit.eval.runner import EvalRequest, run_eval, store_key
-from medkit.model.build import build_tiny_model, load_model
+from medkit.model.build import load_model
 from medkit.profiles import load_profile
 
 SIZES = {"caption": 5, "report_long": 10, "report": 10, "vqa_mc": 120, "text_mc": 120, "reasoning": 5,
@@ -36,13 +34,8 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_model") / "model"
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer("tiny")
-    build_tiny_model(load_profile("tiny"), tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def request(out, corpus, **kw):

@@ -4,16 +4,13 @@ import json
 import re
 
 import pytest
-import torch
 
-from medkit.chat import load_tokenizer
 from medkit.cli import main
 from medkit.data.synthetic import generate_corpus
 from medkit.eval.adapters import MedkitAdapter
 from medkit.eval.benchmarks import load_benchmark
 from medkit.eval.generation import DecodeSettings, generate
 from medkit.eval.runner import EvalRequest, run_eval
-from medkit.model.build import build_tiny_model
 from medkit.profiles import load_profile
 
 SIZES = {"caption": 5, "report_long": 10, "report": 10, "vqa_mc": 200, "text_mc": 200, "reasoning": 5,
@@ -29,13 +26,8 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_model")
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer("tiny")
-    build_tiny_model(load_profile("tiny"), tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
