@@ -106,9 +106,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
-    from medkit.training.ablation import run_ablation
+    from medkit.eval.placement import visible_gpus
+    from medkit.training.ablation import ablation_dry_run, run_ablation
+    from medkit.training.launch import Launch
 
-    run_ablation(args.profile, args.out, data_root=args.data_root, config=args.config, encoders=args.encoders)
+    launch = None  # no launch option given: the profile's default (medkit.training.ablation.default_launch)
+    if args.nproc is not None or args.launcher or args.nnodes > 1 or args.hostfile:
+        nproc = max(1, visible_gpus()) if args.nproc is None else args.nproc
+        launch = Launch(launcher=args.launcher or "torchrun", nproc=nproc,
+                        nnodes=args.nnodes, master_addr=args.master_addr, master_port=args.master_port,
+                        hostfile=args.hostfile)
+    settings = dict(data_root=args.data_root, config=args.config, encoders=args.encoders, max_steps=args.max_steps,
+                    launch=launch)
+    if args.dry_run:
+        print(ablation_dry_run(args.profile, out_dir=args.out, **settings))
+        return 0
+    run_ablation(args.profile, args.out, eval_limit=args.eval_limit, **settings)
     return 0
 
 
@@ -292,6 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="folder of the config's data files (tiny: generated corpus)")
     p.add_argument("--config", default=None, help="ablation YAML (default: the profile's shipped config)")
     p.add_argument("--encoders", nargs="+", default=None, help="a subset of the config's encoders")
+    p.add_argument("--nproc", type=int, default=None, help="ranks per node through DeepSpeed ZeRO-3 (default: every "
+                   "visible GPU; tiny profile without any launch option: in this process, no DeepSpeed)")
+    p.add_argument("--launcher", default=None, choices=["torchrun", "deepspeed"], help="default: torchrun")
+    p.add_argument("--nnodes", type=int, default=1, help="nodes (--launcher deepspeed with --hostfile: one command "
+                   "starts them all)")
+    p.add_argument("--hostfile", default=None, help="deepspeed launcher: the nodes and their GPU slots")
+    p.add_argument("--master-addr", default=None, help="address of node 0 (multi-node)")
+    p.add_argument("--master-port", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="cap every phase at N steps (a quick check)")
+    p.add_argument("--eval-limit", type=int, default=None, help="first N held-out items per evaluation file")
+    p.add_argument("--dry-run", action="store_true", help="print encoders, phases, steps, batches, world size, "
+                   "DeepSpeed config and trainable parameters per phase; start no rank, compose or load no model")
     p.set_defaults(func=cmd_ablation)
 
     p = sub.add_parser("eval", help="run benchmarks (Tables 4-6, Figure 2) against a model")

@@ -5,19 +5,37 @@ projector plus LoRA adapters on the LLM. Every encoder gets the same data, seed 
 each is scored on the same held-out multiple-choice items (strict extraction, bootstrap CI) and by its
 held-out loss. The results file is what Figure 1 is drawn from.
 
-The run is one process through transformers' Trainer and peft; on the ``paper`` profile the same code
-composes each released encoder with GPT-oss-20B and trains on JSONL files in medkit's schema.
+Where the phases train. Each phase of each encoder is one job (``medkit.training.ablation_run``) that
+starts from the encoder's composed checkpoint (``OUT/<encoder>/init/model``: its released vision tower,
+GPT-oss-20B and a fresh projector; on tiny the toy LLM trained once on the corpus texts). On the paper
+profile the job runs on N ranks through the same DeepSpeed ZeRO-3 launcher as the curriculum stages
+(torchrun or the deepspeed launcher) with gradient checkpointing: phase 2 trains ~1.48 B parameters, whose
+weights, gradients, fp32 master copy and Adam moments (~27 GB at ZeRO's 18 bytes each) on top of the 42 GB
+of bf16 GPT-oss leave one 80 GB GPU no room for a batch's activations. On the tiny profile the default is
+the same job in this process without DeepSpeed (starting ZeRO-3 ranks takes longer than a toy phase);
+``launch=Launch(nproc=2)`` (``medkit ablation --nproc 2``) runs it on 2 CPU ranks under ZeRO-3.
+Evaluation runs here once the ranks have finished, on this process's GPUs (or the CPU).
+
+LoRA through peft. The adapters cover the attention projections (``target_modules``, peft ``lora.Linear``)
+and the 3-D MoE expert weights (``target_parameters``, peft ``lora.ParamWrapper``). ParamWrapper folds
+the update into the expert weight (W + B A) instead of running its own layer on the input, so there is no
+input of its own to drop: peft refuses any ``lora_dropout`` but 0 there, and a LoraConfig holds a single
+dropout for all its targets (per-target settings exist only for rank and alpha). The run therefore has two
+adapters, active and trained together: ``default`` on the attention modules with the config's dropout
+(and the projector as a trained copy, peft's ``modules_to_save``) and ``experts`` on the expert weights
+with dropout 0.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
+import yaml
+from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
@@ -31,38 +49,51 @@ from medkit.model.build import build_tiny_model, compose_pretrained
 from medkit.model.processor import MedGPTOssProcessor
 from medkit.profiles import CONFIG_DIR, Profile, get_encoder, load_profile
 from medkit.training.collator import PadCollator
+from medkit.training.deepspeed_setup import zero3_config
+from medkit.training.launch import Launch
 from medkit.training.run import single_process_args, train
 from medkit.training.stages import Trainable, apply_trainable
 
 RESULTS_NAME = "results.json"
+CONFIG_NAME = "ablation_config.yaml"  # the run's resolved config, read by every rank
+ATTENTION_ADAPTER = "default"  # peft writes its "default" adapter at the top of the adapter folder
+EXPERT_ADAPTER = "experts"  # ... and every other one in a sub-folder of that name
+PROJECTOR = "multi_modal_projector"
+RANK_ENTRY = "medkit.training.ablation_run"  # what the ablation's ranks run instead
+PHASES = ("projector_pretraining", "lora_finetuning")
+PROJECTOR_FILE = "projector.safetensors"  # phase 1's projector, where phase 2 starts from
+PHASE_FILE = "phase.json"  # losses, runtime and parameter counts of a finished phase
+ADAPTER_DIR = "adapter"  # phase 2's LoRA adapters + projector (peft's save_pretrained layout)
 
 
 @dataclass
 class Phase:
     data: list[str]  # synthetic-corpus task names, or JSONL paths relative to the data root
     learning_rate: float
-    batch_size: int
+    batch_size: int  # samples per optimizer step, over every rank
     steps: int | None = None  # None: train for `epochs`
     epochs: float = 1.0
+    per_device_batch_size: int | None = None  # None: batch_size / ranks (no gradient accumulation)
 
 
 @dataclass
 class LoraSettings:
     r: int
     alpha: int
-    dropout: float
+    dropout: float  # on the target_modules adapter only; the expert-weight adapter has none (see module doc)
     target_modules: str
     target_parameters: list[str] = field(default_factory=list)
 
-    def peft_config(self) -> LoraConfig:
-        return LoraConfig(
-            r=self.r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=self.target_modules,
-            target_parameters=self.target_parameters or None,
-            modules_to_save=["multi_modal_projector"],  # the projector keeps training in phase 2
-        )
+    def adapters(self) -> dict[str, LoraConfig]:
+        """The peft adapters, by name: attention modules (with dropout, and the projector as a trained
+        copy) and, when target_parameters are given, the expert weights (dropout 0, all peft accepts)."""
+        adapters = {ATTENTION_ADAPTER: LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                                                  target_modules=self.target_modules, modules_to_save=[PROJECTOR])}
+        if self.target_parameters:
+            # target_modules=[]: no module here; None would let peft fill in its default modules for the model type
+            adapters[EXPERT_ADAPTER] = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=0.0, target_modules=[],
+                                                  target_parameters=self.target_parameters)
+        return adapters
 
 
 @dataclass
@@ -82,6 +113,61 @@ class AblationConfig:
     lora_finetuning: Phase
     lora: LoraSettings
     evaluation: Evaluation
+    gradient_checkpointing: bool = True  # recompute activations in the backward pass (both phases)
+
+
+@dataclass(frozen=True)
+class PhaseBatch:
+    """A phase's optimizer step (``global_batch`` samples) split over the ranks."""
+
+    per_device: int
+    accumulation: int
+    global_batch: int
+    world_size: int
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """Every phase in this process: one rank, no DeepSpeed."""
+
+    world_size: int = 1
+
+    def describe(self) -> str:
+        return "in this process (1 rank, no DeepSpeed)"
+
+
+@dataclass(frozen=True)
+class PhaseJob:
+    """One phase of one encoder, as the launcher hands it to the ranks (or runs it in-process)."""
+
+    phase: str
+    profile: str  # a profile name or YAML path
+    encoder: str
+    config: Path  # the run's resolved ablation config (steps capped, as results.json records it)
+    data_root: Path
+    out: Path  # the run folder; this encoder's files go to out/<encoder>/
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"unknown ablation phase {self.phase!r}; phases: {list(PHASES)}")
+
+    def arguments(self) -> list[str]:
+        """The job as the command-line options of ``medkit.training.ablation_run``."""
+        return ["--phase", self.phase, "--profile", self.profile, "--encoder", self.encoder,
+                "--config", str(self.config), "--data-root", str(self.data_root), "--out", str(self.out)]
+
+
+def encoder_dir(out: Path, encoder: str) -> Path:
+    return Path(out) / encoder
+
+
+def start_checkpoint(out: Path, encoder: str) -> Path:
+    """The encoder's composed start: its vision tower, the language model and a fresh projector."""
+    return encoder_dir(out, encoder) / "init" / "model"
+
+
+def phase_dir(out: Path, encoder: str, phase: str) -> Path:
+    return encoder_dir(out, encoder) / phase
 
 
 def load_ablation_config(name_or_path: str | Path) -> AblationConfig:
@@ -92,6 +178,29 @@ def load_ablation_config(name_or_path: str | Path) -> AblationConfig:
     config = load_yaml(AblationConfig, path)
     for name in config.encoders:
         get_encoder(name)  # unknown encoder: error listing the registered ones
+    return config
+
+
+def phase_batch(phase: Phase, world_size: int, name: str) -> PhaseBatch:
+    """The phase's batch on ``world_size`` ranks; a split that does not come out whole is an error."""
+    if phase.batch_size % world_size:
+        raise ConfigError(f"ablation {name}: batch_size {phase.batch_size} (samples per optimizer step) does not "
+                          f"split over {world_size} ranks; make it a multiple of {world_size}")
+    per_rank = phase.batch_size // world_size
+    per_device = phase.per_device_batch_size or per_rank
+    if per_rank % per_device:
+        raise ConfigError(f"ablation {name}: per_device_batch_size {per_device} does not divide the {per_rank} "
+                          f"samples each of the {world_size} ranks gets per optimizer step")
+    return PhaseBatch(per_device, per_rank // per_device, phase.batch_size, world_size)
+
+
+def phase_deepspeed_config(batch: PhaseBatch, bf16: bool) -> dict:
+    """The curriculum stages' ZeRO-3 config with the phase's batch and precision filled in, as the Trainer
+    would fill them from its arguments; gradient clipping and the bucket sizes stay "auto" (the Trainer
+    sets them from max_grad_norm and the model's hidden size)."""
+    config = zero3_config()
+    config.update(train_micro_batch_size_per_gpu=batch.per_device, gradient_accumulation_steps=batch.accumulation,
+                  train_batch_size=batch.global_batch, bf16={"enabled": bf16})
     return config
 
 
@@ -114,6 +223,12 @@ def load_items(entries: list[str], data_root: Path, split: str, limit: int | Non
         samples = [s for s in read_jsonl(path) if not is_task or s.meta.get("split") == split]
         items.extend((s, path.parent) for s in samples[:limit])
     return items
+
+
+def config_data(config: AblationConfig) -> list[str]:
+    """Every data entry the run reads: training phases and evaluation."""
+    phases = [config.base_lm, config.projector_pretraining, config.lora_finetuning]
+    return [e for p in phases if p is not None for e in p.data] + config.evaluation.mc_data + config.evaluation.loss_data
 
 
 def initial_model(profile: Profile, tokenizer, base_lm: Path | None = None) -> PreTrainedModel:
@@ -140,7 +255,8 @@ def text_only(sample: Sample) -> Sample:
 def train_base_lm(config: AblationConfig, profile_name: str, data_root: Path, out_dir: Path) -> Path:
     """Tiny profile: train the toy LLM on the corpus's training texts (images stripped), once, so every
     encoder starts from the same language model that already knows the corpus's language - the role the
-    released GPT-oss plays in the paper. Saved as safetensors under ``out_dir``."""
+    released GPT-oss plays in the paper. One process (a toy full-model run, no LoRA); saved as safetensors
+    under ``out_dir``."""
     from medkit.chat import load_tokenizer
 
     profile = load_profile(profile_name, encoder=config.encoders[0])
@@ -149,29 +265,133 @@ def train_base_lm(config: AblationConfig, profile_name: str, data_root: Path, ou
     processor = MedGPTOssProcessor.for_model(model.config, tokenizer, profile)
     apply_trainable(model, Trainable(vision=False, projector=False, llm=True))
     items = [(text_only(s), root) for s, root in load_items(config.base_lm.data, data_root, "train")]
-    result = run_phase(model, config.base_lm, items, processor, PadCollator(tokenizer.pad_token_id), profile,
-                       out_dir / "trainer")
+    phase = config.base_lm
+    args = single_process_args(out_dir / "trainer", seed=profile.seed, learning_rate=phase.learning_rate,
+                               steps=phase.steps, epochs=phase.epochs, batch_size=phase.batch_size)
+    result = train(model, ConversationDataset(items, processor), PadCollator(tokenizer.pad_token_id), args)
     save_file(model.model.language_model.state_dict(), out_dir / "language_model.safetensors")
     save_file(model.lm_head.state_dict(), out_dir / "lm_head.safetensors")
     (out_dir / "losses.json").write_text(json.dumps(result.losses))
     return out_dir
 
 
-def add_lora(model: PreTrainedModel, settings: LoraSettings):
-    """Wrap the model with peft LoRA; only adapters and the projector train (the encoder stays frozen)."""
-    peft_model = get_peft_model(model, settings.peft_config())
-    for name, param in peft_model.named_parameters():
-        if "vision_tower" in name:
-            param.requires_grad_(False)
+def add_lora(model: PreTrainedModel, settings: LoraSettings, *, low_cpu_mem_usage: bool = False) -> PeftModel:
+    """Wrap the model with every adapter of ``settings``, all active: only they and the projector's
+    trained copy are trainable. ``low_cpu_mem_usage``: create the adapters on the meta device (counts)."""
+    (first, first_config), *others = settings.adapters().items()
+    peft_model = get_peft_model(model, first_config, adapter_name=first, low_cpu_mem_usage=low_cpu_mem_usage)
+    for name, config in others:
+        peft_model.add_adapter(name, config, low_cpu_mem_usage=low_cpu_mem_usage)
+    # PeftModel.set_adapter takes one name; its tuner activates several, and trains every active one
+    peft_model.base_model.set_adapter(list(settings.adapters()))
     return peft_model
 
 
-def run_phase(model, phase: Phase, items, processor, collator, profile: Profile, out_dir: Path):
-    dataset = ConversationDataset(items, processor)
-    args = single_process_args(out_dir, seed=profile.seed, learning_rate=phase.learning_rate, steps=phase.steps,
-                               epochs=phase.epochs, batch_size=phase.batch_size,
-                               bf16=profile.model.dtype == "bfloat16")
-    return train(model, dataset, collator, args)
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters; a ZeRO-3 partitioned parameter counts its whole size."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = getattr(param, "ds_numel", param.numel())
+        total += n
+        trainable += n if param.requires_grad else 0
+    return trainable, total
+
+
+def ablation_trainable_parameters(config: AblationConfig, profile: Profile) -> dict[str, int]:
+    """Parameters each phase trains for the profile's encoder (``load_profile(name, encoder=...)``),
+    counted on a meta-device model with peft's own adapters - shapes only, no weights or downloads; on the
+    paper profile the shapes are gpt-oss-20b's (the profile's text_config). ``projector_pretraining``: the
+    projector; ``lora_finetuning``: the LoRA adapters plus the projector's trained copy."""
+    from medkit.model.summary import meta_model
+
+    model = meta_model(profile)
+    projector = sum(p.numel() for p in model.model.multi_modal_projector.parameters())
+    apply_trainable(model, Trainable(vision=False, projector=False, llm=False))
+    lora, _ = parameter_counts(add_lora(model, config.lora, low_cpu_mem_usage=True))
+    return {"projector_pretraining": projector, "lora_finetuning": lora}
+
+
+def default_launch(profile: Profile) -> Launch | InProcess:
+    """Tiny: in this process. Otherwise ZeRO-3 ranks on every visible GPU of this machine."""
+    from medkit.eval.placement import visible_gpus
+
+    return InProcess() if profile.is_tiny else Launch(nproc=max(1, visible_gpus()))
+
+
+def world_size(where: Launch | InProcess) -> int:
+    return where.nproc * where.nnodes if isinstance(where, Launch) else where.world_size
+
+
+def describe(where: Launch | InProcess) -> str:
+    if isinstance(where, InProcess):
+        return where.describe()
+    nodes = f" x {where.nnodes} nodes (hostfile {where.hostfile})" if where.nnodes > 1 else ""
+    return f"{where.launcher}: {where.nproc} rank(s){nodes} = world size {world_size(where)}, DeepSpeed ZeRO-3"
+
+
+def check_launch(where: Launch | InProcess) -> None:
+    """Refuse a launch this command cannot drive from one node."""
+    if isinstance(where, Launch) and where.nnodes > 1 and where.launcher == "torchrun":
+        raise ConfigError("the ablation on several nodes runs through --launcher deepspeed with --hostfile: that "
+                          "launcher starts every node from this one command, which composes each encoder's start "
+                          "before the ranks and evaluates after them (torchrun would need it on every node)")
+
+
+def ranks_command(launch: Launch, job: PhaseJob) -> list[str]:
+    """The launcher command for one phase: the stages' launcher and flags, with the ablation's entry point."""
+    return launch.prefix(module=RANK_ENTRY) + job.arguments()
+
+
+def run_phase_job(where: Launch | InProcess, job: PhaseJob, steps: int | None) -> None:
+    """Train one phase where it runs (its outputs and ``phase.json`` land in the encoder's folder); a
+    failure on the ranks raises with the tail of their log."""
+    from medkit.training.ablation_run import train_phase
+    from medkit.training.launch import run_with_progress
+
+    if isinstance(where, InProcess):
+        train_phase(job, zero3=False)
+        return
+    code, tail = run_with_progress(ranks_command(where, job), desc=f"{job.encoder} {job.phase}", total=steps)
+    if code:
+        raise RuntimeError(f"ablation {job.encoder} {job.phase} failed on the ranks (exit {code}):\n" + "".join(tail))
+
+
+def compose_start(profile_name: str, encoder: str, base_lm: Path | None, out_dir: Path) -> Path:
+    """``OUT/<encoder>/init/model``: the encoder's starting checkpoint, saved so each phase's ranks load
+    it (partitioned as they load, under ZeRO-3). One built from released weights alone is reused when
+    present; the tiny one is rebuilt, as it holds this run's base_lm. Written to a temporary folder first,
+    so a killed compose leaves nothing that looks complete."""
+    from medkit.chat import load_tokenizer
+
+    target = start_checkpoint(out_dir, encoder)
+    profile = load_profile(profile_name, encoder=encoder)
+    if not profile.is_tiny and (target / "config.json").is_file():
+        return target
+    partial = target.with_name("model.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    tokenizer = load_tokenizer(profile.model.tokenizer)
+    initial_model(profile, tokenizer, base_lm).save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def trained_model(profile: Profile, out_dir: Path, settings: LoraSettings) -> PeftModel:
+    """The encoder's start with phase 2's adapters and projector, every adapter active, on this process's
+    GPU(s) (or the CPU)."""
+    from medkit.eval.placement import model_placement
+    from medkit.model.build import load_model
+
+    encoder = profile.model.encoder
+    base = load_model(start_checkpoint(out_dir, encoder), profile.model.dtype, **model_placement())
+    adapters = encoder_dir(out_dir, encoder) / ADAPTER_DIR
+    names = list(settings.adapters())
+    model = PeftModel.from_pretrained(base, adapters, adapter_name=names[0])
+    for name in names[1:]:
+        model.load_adapter(adapters / name, adapter_name=name)
+    model.base_model.set_adapter(names)
+    return model
 
 
 def mc_scores(model, processor, items, evaluation: Evaluation, seed: int) -> tuple[dict, list[dict]]:
@@ -200,47 +420,36 @@ def held_out_loss(model, processor, items, evaluation: Evaluation, seed: int) ->
     return {"n": len(values), "mean": sum(values) / len(values), "ci_low": low, "ci_high": high}
 
 
-def run_encoder(encoder: str, config: AblationConfig, profile_name: str, data_root: Path, out_dir: Path,
-                base_lm: Path | None = None) -> dict:
-    """Both phases and the evaluation for one encoder; returns its results row."""
+def loss_summary(losses: list[float]) -> dict:
+    return {"first": losses[0], "last": losses[-1], "steps": len(losses)}
+
+
+def evaluate_encoder(encoder: str, config: AblationConfig, profile_name: str, data_root: Path, out_dir: Path) -> dict:
+    """Score the encoder's trained model on the held-out items; returns its results row."""
     from medkit.chat import load_tokenizer
 
     profile = load_profile(profile_name, encoder=encoder)
     tokenizer = load_tokenizer(profile.model.tokenizer)
-    model = initial_model(profile, tokenizer, base_lm)
+    model = trained_model(profile, out_dir, config.lora)
     processor = MedGPTOssProcessor.for_model(model.config, tokenizer, profile)
-    collator = PadCollator(tokenizer.pad_token_id)
     ev = config.evaluation
-    mc_items = load_items(ev.mc_data, data_root, "eval", ev.limit_per_file)
-    loss_items = load_items(ev.loss_data, data_root, "eval", ev.limit_per_file)
-    start = time.perf_counter()
-
-    apply_trainable(model, Trainable(vision=False, projector=True, llm=False))
-    phase1 = run_phase(model, config.projector_pretraining,
-                       load_items(config.projector_pretraining.data, data_root, "train"),
-                       processor, collator, profile, out_dir / "projector")
-    model = add_lora(model, config.lora)
-    trainable, total = model.get_nb_trainable_parameters()
-    phase2 = run_phase(model, config.lora_finetuning, load_items(config.lora_finetuning.data, data_root, "train"),
-                       processor, collator, profile, out_dir / "lora")
-    train_s = time.perf_counter() - start
-
-    accuracy, predictions = mc_scores(model, processor, mc_items, ev, profile.seed)
-    loss = held_out_loss(model, processor, loss_items, ev, profile.seed)
-    write_jsonl(out_dir / "predictions.jsonl", predictions)
-    model.save_pretrained(out_dir / "adapter")  # LoRA adapter + projector, safetensors
-    spec = get_encoder(encoder)
+    accuracy, predictions = mc_scores(model, processor, load_items(ev.mc_data, data_root, "eval", ev.limit_per_file),
+                                      ev, profile.seed)
+    loss = held_out_loss(model, processor, load_items(ev.loss_data, data_root, "eval", ev.limit_per_file), ev,
+                         profile.seed)
+    write_jsonl(encoder_dir(out_dir, encoder) / "predictions.jsonl", predictions)
+    phase1, phase2 = (json.loads((phase_dir(out_dir, encoder, p) / PHASE_FILE).read_text()) for p in PHASES)
     return {
         "encoder": encoder,
-        "checkpoint": spec.hub_id,
-        "tokens_per_tile": model.base_model.model.config.tokens_per_tile,
-        "trainable_parameters_phase2": trainable,
-        "total_parameters": total,
-        "phase1_loss": {"first": phase1.losses[0], "last": phase1.losses[-1], "steps": len(phase1.losses)},
-        "phase2_loss": {"first": phase2.losses[0], "last": phase2.losses[-1], "steps": len(phase2.losses)},
+        "checkpoint": get_encoder(encoder).hub_id,
+        "tokens_per_tile": model.config.tokens_per_tile,
+        "trainable_parameters_phase2": phase2["trainable_parameters"],
+        "total_parameters": phase2["total_parameters"],
+        "phase1_loss": loss_summary(phase1["losses"]),
+        "phase2_loss": loss_summary(phase2["losses"]),
         "heldout_loss": loss,
         "mc_accuracy": accuracy,
-        "train_runtime_s": round(train_s, 1),
+        "train_runtime_s": round(phase1["train_runtime_s"] + phase2["train_runtime_s"], 1),
     }
 
 
@@ -264,6 +473,110 @@ def capped(config: AblationConfig, max_steps: int | None, eval_limit: int | None
                    lora_finetuning=cap(config.lora_finetuning), evaluation=evaluation)
 
 
+def resolved_config(config: AblationConfig | str | Path | None, profile: Profile, encoders: list[str] | None,
+                    max_steps: int | None, eval_limit: int | None) -> tuple[AblationConfig, list[str]]:
+    """The config the run uses (the profile's shipped one by default, capped) and the encoders it trains."""
+    if not isinstance(config, AblationConfig):
+        config = load_ablation_config(config or profile.name)
+    names = encoders or config.encoders
+    unknown = sorted(set(names) - set(config.encoders))
+    if unknown:
+        raise ConfigError(f"encoder(s) {unknown} are not in the ablation config ({config.encoders})")
+    if config.base_lm is not None and not profile.is_tiny:
+        raise ConfigError("base_lm is the tiny profile's stand-in for GPT-oss; the paper profile uses the release")
+    return capped(config, max_steps, eval_limit), names
+
+
+def phase_steps(phase: Phase, batch: PhaseBatch, data_root: Path | None) -> str:
+    """The phase's length: its fixed steps, or its epochs over the data counted under ``data_root``."""
+    if phase.steps:
+        return f"{phase.steps} steps"
+    if data_root is None:
+        return f"{phase.epochs:g} epoch(s) (steps: samples / {batch.global_batch}; pass --data-root to count them)"
+    try:
+        samples = sum(sum(1 for _ in read_jsonl(path)) if not is_task else
+                      sum(1 for s in read_jsonl(path) if s.meta.get("split") == "train")
+                      for path, is_task in data_files(phase.data, data_root))
+    except FileNotFoundError as e:
+        return f"{phase.epochs:g} epoch(s) (steps not counted: {e})"
+    steps = -(-int(samples * phase.epochs) // batch.global_batch)
+    return f"{phase.epochs:g} epoch(s) of {samples:,} samples = ~{steps:,} steps"
+
+
+def deepspeed_lines(config: AblationConfig, profile: Profile, where: Launch | InProcess) -> list[str]:
+    """The ZeRO-3 config of each phase, once when both phases get the same one."""
+    if isinstance(where, InProcess):
+        return ["deepspeed    none (in this process)"]
+    bf16 = profile.model.dtype == "bfloat16"  # on GPU ranks; CPU ranks train in float32
+    configs = {name: phase_deepspeed_config(phase_batch(getattr(config, name), world_size(where), name), bf16)
+               for name in PHASES}
+    if len({json.dumps(c, sort_keys=True) for c in configs.values()}) == 1:
+        return [f"deepspeed    {json.dumps(next(iter(configs.values())))} (both phases)"]
+    return [f"deepspeed    {name}: {json.dumps(c)}" for name, c in configs.items()]
+
+
+def ablation_dry_run(profile_name: str = "tiny", *, config: AblationConfig | str | Path | None = None,
+                     encoders: list[str] | None = None, launch: Launch | InProcess | None = None,
+                     data_root: str | Path | None = None, max_steps: int | None = None,
+                     out_dir: str | Path = "runs/ablation") -> str:
+    """What ``run_ablation`` would run, resolved: encoders, where the phases train, each phase's steps and
+    batch split, the DeepSpeed config, the LoRA adapters and the parameters each phase trains per encoder
+    (from the configs, on a meta-device model). Starts no rank, composes and loads no model, writes
+    nothing; missing data is reported, not raised."""
+    profile = load_profile(profile_name)
+    config, names = resolved_config(config, profile, encoders, max_steps, None)
+    where = launch or default_launch(profile)
+    check_launch(where)
+    out_dir = Path(out_dir)
+    root = Path(data_root) if data_root else (out_dir / "corpus" if profile.is_tiny else None)
+    lines = [f"dry run: LoRA encoder ablation (Figure 1), profile {profile.name} (nothing started, no model "
+             "composed or loaded)",
+             f"encoders     {', '.join(names)}",
+             f"runs on      {describe(where)}; gradient checkpointing {'on' if config.gradient_checkpointing else 'off'}",
+             f"data         {root}" + ("" if data_root or root is None else " (the synthetic corpus, written if missing)")
+             if root else "data         NOT READY: the paper profile needs --data-root (folder of the config's files)"]
+    for number, name in enumerate(PHASES, start=1):
+        phase = getattr(config, name)
+        batch = phase_batch(phase, world_size(where), name)
+        lines += [f"phase {number}      {name}: data {', '.join(phase.data)}; lr {phase.learning_rate:g}; "
+                  f"{phase_steps(phase, batch, root if data_root else None)}",
+                  f"             batch {batch.global_batch} samples per optimizer step = {batch.per_device} per device "
+                  f"x {batch.world_size} rank(s) x accumulation {batch.accumulation}"]
+    lines += deepspeed_lines(config, profile, where)
+    lora = config.lora
+    lines.append(f"lora         r {lora.r}, alpha {lora.alpha}; adapter {ATTENTION_ADAPTER!r}: {lora.target_modules} "
+                 f"(dropout {lora.dropout:g}) + the projector" + (
+                     f"; adapter {EXPERT_ADAPTER!r}: {', '.join(lora.target_parameters)} (dropout 0: peft's "
+                     "ParamWrapper takes no other)" if lora.target_parameters else ""))
+    lines.append("trainable    parameters per phase (meta-device model, peft's adapters)")
+    for name in names:
+        counts = ablation_trainable_parameters(config, load_profile(profile_name, encoder=name))
+        lines.append(f"  {name:<11} " + "   ".join(f"{phase} {n:>14,}" for phase, n in counts.items()))
+    ev = config.evaluation
+    lines.append(f"evaluation   after training, in this process on its GPU(s): MC {', '.join(ev.mc_data)}, loss "
+                 f"{', '.join(ev.loss_data)}, {ev.limit_per_file or 'all'} item(s) per file, {ev.max_new_tokens} new tokens")
+    if isinstance(where, Launch):
+        job = PhaseJob(PHASES[0], str(profile_name), names[0], out_dir / CONFIG_NAME, root or Path("DATA_ROOT"), out_dir)
+        lines.append(f"command      {' '.join(ranks_command(where, job))}  (one launch per encoder and phase: "
+                     f"{len(PHASES) * len(names)})")
+    return "\n".join(lines)
+
+
+def run_data_root(profile: Profile, data_root: str | Path | None, out_dir: Path) -> Path:
+    """The folder the run reads: ``data_root``; on tiny by default the synthetic corpus under
+    ``out_dir/corpus``, generated if missing."""
+    from medkit.data.synthetic import generate_corpus
+
+    if data_root is not None:
+        return Path(data_root)
+    if not profile.is_tiny:
+        raise ConfigError("the paper-profile ablation needs data_root (folder of the JSONL files in its config)")
+    corpus = out_dir / "corpus"
+    if not (corpus / "manifest.json").is_file():
+        generate_corpus(corpus, seed=profile.data.corpus_seed)
+    return corpus
+
+
 def run_ablation(
     profile_name: str = "tiny",
     out_dir: str | Path = "runs/ablation",
@@ -273,45 +586,44 @@ def run_ablation(
     encoders: list[str] | None = None,
     max_steps: int | None = None,
     eval_limit: int | None = None,
+    launch: Launch | InProcess | None = None,
 ) -> dict:
-    """Run every encoder and write ``<out_dir>/results.json`` (atomically, once all encoders finished).
+    """Train every encoder's two phases where ``launch`` says (default: ``default_launch``), evaluate
+    each here and write ``<out_dir>/results.json`` (atomically, once all encoders finished).
 
     On ``tiny`` the data root defaults to a synthetic corpus generated under ``out_dir/corpus``.
     """
     from tqdm.auto import tqdm
 
-    from medkit.data.synthetic import generate_corpus
-
     profile = load_profile(profile_name)
-    if not isinstance(config, AblationConfig):
-        config = load_ablation_config(config or profile.name)
-    config = capped(config, max_steps, eval_limit)
-    names = encoders or config.encoders
-    unknown = sorted(set(names) - set(config.encoders))
-    if unknown:
-        raise ConfigError(f"encoder(s) {unknown} are not in the ablation config ({config.encoders})")
+    config, names = resolved_config(config, profile, encoders, max_steps, eval_limit)
+    where = launch or default_launch(profile)
+    check_launch(where)
+    for name in PHASES:
+        phase_batch(getattr(config, name), world_size(where), name)  # a batch the ranks cannot split fails now
     out_dir = Path(out_dir)
-    if data_root is None:
-        if not profile.is_tiny:
-            raise ConfigError("the paper-profile ablation needs data_root (folder of the JSONL files in its config)")
-        data_root = out_dir / "corpus"
-        if not (data_root / "manifest.json").is_file():
-            generate_corpus(data_root, seed=profile.data.corpus_seed)
+    data_root = run_data_root(profile, data_root, out_dir)
+    data_files(config_data(config), data_root)  # every file present before anything trains
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_path = out_dir / CONFIG_NAME
+    config_path.write_text(yaml.safe_dump(asdict(config), sort_keys=False))
     base_lm = None
     if config.base_lm is not None:
-        if not profile.is_tiny:
-            raise ConfigError("base_lm is the tiny profile's stand-in for GPT-oss; the paper profile uses the release")
         print("[ablation] training the shared toy language model on the corpus texts")
-        base_lm = train_base_lm(config, profile_name, Path(data_root), out_dir / "base_lm")
-    rows = []
+        base_lm = train_base_lm(config, profile_name, data_root, out_dir / "base_lm")
     for name in tqdm(names, desc="encoders", unit="encoder"):
-        tqdm.write(f"[ablation] {name}: projector pretraining, then projector + LoRA")
-        rows.append(run_encoder(name, config, profile_name, Path(data_root), out_dir / name, base_lm))
+        tqdm.write(f"[ablation] {name}: projector pretraining, then projector + LoRA ({describe(where)})")
+        compose_start(profile_name, name, base_lm, out_dir)
+        for phase in PHASES:
+            job = PhaseJob(phase, str(profile_name), name, config_path, data_root, out_dir)
+            run_phase_job(where, job, getattr(config, phase).steps)
+    rows = []
+    for name in names:  # after every rank has finished: evaluation has this machine's GPUs to itself
+        rows.append(evaluate_encoder(name, config, profile_name, data_root, out_dir))
         acc, loss = rows[-1]["mc_accuracy"], rows[-1]["heldout_loss"]
-        tqdm.write(f"[ablation] {name}: accuracy {acc['accuracy']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}], "
+        print(f"[ablation] {name}: accuracy {acc['accuracy']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}], "
               f"held-out loss {loss['mean']:.3f} [{loss['ci_low']:.3f}, {loss['ci_high']:.3f}]")
     results = {"profile": profile.name, "seed": profile.seed, "config": asdict(config), "encoders": rows}
-    out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / (RESULTS_NAME + ".tmp")
     tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
     tmp.replace(out_dir / RESULTS_NAME)

@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO-3 for a stage: the config (generated from the StageConfig) and the process set-up.
+"""DeepSpeed ZeRO-3 for the stages and the ablation: the config and the process set-up.
 
 Batch sizes, precision and clipping are left "auto" so transformers' Trainer fills them from its
 TrainingArguments; the optimizer is the Trainer's (one group per trained part, see stages.py).
@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from transformers.models.gpt_oss.modeling_gpt_oss import GptOssMLP
 
-from medkit.training.stages import StageConfig
 
 
-def zero3_config(stage: StageConfig) -> dict:
+def zero3_config() -> dict:
+    """The same for every stage and the ablation: what differs (batches, precision, clipping) is "auto"."""
     return {
         "bf16": {"enabled": "auto"},
         "zero_optimization": {

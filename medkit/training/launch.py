@@ -69,19 +69,20 @@ class Launch:
         return (f"{self.launcher}: {self.nproc} rank(s) per node x {self.nnodes} node(s) = world size "
                 f"{self.world_size}{where}")
 
-    def prefix(self) -> list[str]:
+    def prefix(self, module: str = "medkit.training.stage_run") -> list[str]:
+        """The launcher command that starts ``module`` on every rank."""
         if self.launcher == "deepspeed":
             cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(self.nproc),
                    "--num_nodes", str(self.nnodes), "--no_local_rank"]
             cmd += ["--hostfile", self.hostfile] if self.hostfile else []
             cmd += ["--master_addr", self.master_addr] if self.master_addr else []
             cmd += ["--master_port", str(self.master_port)] if self.master_port else []
-            return cmd + ["--module", "medkit.training.stage_run"]
+            return cmd + ["--module", module]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(self.nproc)]
         if self.nnodes > 1:
             cmd += ["--nnodes", str(self.nnodes), "--node_rank", str(self.node_rank), "--master_addr", self.master_addr]
         cmd += ["--master_port", str(self.master_port)] if self.master_port else []
-        return cmd + ["-m", "medkit.training.stage_run"]
+        return cmd + ["-m", module]
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ def resolved_deepspeed_config(stage: StageConfig, profile: Profile, plan: BatchP
     bucket sizes stay "auto" (set from the model's hidden size when the ranks start)."""
     from transformers import TrainingArguments
 
-    config = zero3_config(stage)
+    config = zero3_config()
     config["bf16"] = {"enabled": stage.bf16 and profile.model.dtype == "bfloat16"}  # on GPU ranks; CPU: float32
     config["train_micro_batch_size_per_gpu"] = plan.per_device
     config["gradient_accumulation_steps"] = plan.accumulation

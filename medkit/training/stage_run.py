@@ -47,7 +47,7 @@ def stage_training_args(stage: StageConfig, profile: Profile, out_dir: Path, pla
     on_gpu = torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(out_dir),
-        deepspeed=zero3_config(stage),
+        deepspeed=zero3_config(),
         per_device_train_batch_size=plan.per_device,  # samples; the collator packs them into rows
         gradient_accumulation_steps=plan.accumulation,
         num_train_epochs=stage.epochs,
