@@ -96,6 +96,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from medkit.training.stages import load_curriculum, load_stage
 
     hardware = load_hardware(args.hardware)
+    if args.stage == "ablation":
+        from medkit.training.compute_plan import ablation_plan, format_ablation_plan
+
+        rows = ablation_plan(hardware, num_gpus=args.gpus, num_nodes=args.nodes, profile=args.profile,
+                             sample_tokens=args.sample_tokens, sample_tiles=args.sample_tiles)
+        print(format_ablation_plan(rows, hardware, args.gpus * args.nodes))
+        return 0
     stages = load_curriculum(args.vision_schedule) if args.stage == "all" else [load_stage(args.stage, args.vision_schedule)]
     for stage in stages:
         plan = compute_plan(stage, hardware, num_gpus=args.gpus, num_nodes=args.nodes, tokens=args.tokens,
@@ -285,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compose)
 
     p = sub.add_parser("plan", help="per-GPU ZeRO-3 memory and GPU-hours of a stage on given hardware")
-    p.add_argument("--stage", default="all", help="pretrain, midtrain, instruct or all")
+    p.add_argument("--stage", default="all", help="pretrain, midtrain, instruct, all, or ablation (the LoRA "
+                   "encoder ablation's two phases)")
     p.add_argument("--hardware", default="h100-sxm", help="a GPU of medkit/configs/hardware.yaml")
     p.add_argument("--gpus", type=int, default=8, help="GPUs per node")
     p.add_argument("--nodes", type=int, default=1)

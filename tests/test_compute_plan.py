@@ -250,3 +250,15 @@ def test_checkpoint_plan_sizes_the_saves_and_the_disk():
     assert midtrain.saves >= 40  # every 6 h over a stage of ~10 days
     pretrain = plan("pretrain").checkpoints
     assert pretrain.optimizer_bytes < 1e9  # only the projector trains
+
+
+def test_the_lora_ablation_is_planned_per_phase():
+    from medkit.training.compute_plan import ablation_plan
+
+    (first, n_first, step1), (second, n_second, step2) = ablation_plan(load_hardware("h100-sxm"), num_gpus=8)
+    assert (first, second) == ("projector_pretraining", "lora_finetuning")
+    assert n_first < 30e6 and 1.45e9 < n_second < 1.55e9  # the projector; then LoRA on attention and experts
+    states = step2.memory.breakdown["model states"] - step1.memory.breakdown["model states"]
+    assert abs(states - 16 * (n_second - n_first) / 8) <= 2  # their optimizer states, sharded over 8 GPUs
+    assert step1.shape.rows == step1.per_device  # padded: one row per sample
+    assert step2.fits

@@ -352,11 +352,11 @@ def packed_shape(samples: int, sample_tokens: int, sample_tiles: int, max_length
 
 
 def micro_step(stage: StageConfig, profile: Profile, hardware: Hardware, counts: ModelCounts, total_gpus: int,
-               sample_tokens: int, sample_tiles: int) -> MicroStep:
+               sample_tokens: int, sample_tiles: int, trainable: int | None = None) -> MicroStep:
     def memory(samples: int) -> StepMemory:
         shape = packed_shape(samples, sample_tokens, sample_tiles, stage.max_length)
         return step_memory(profile, stage, shape, num_gpus=total_gpus, on_gpu=True, counts=counts,
-                           gradient_checkpointing=stage.gradient_checkpointing)
+                           gradient_checkpointing=stage.gradient_checkpointing, trainable=trainable)
 
     capacity = hardware.memory_gib * GIB
     largest = 0  # the search stops at MAX_SEARCH_FACTOR x the stage's batch ("at least" then)
@@ -595,3 +595,45 @@ def _hm(hours: float) -> str:
     if minutes == 60:
         whole, minutes = whole + 1, 0
     return f"{whole} h {minutes:02d} m"
+
+
+# ---- the LoRA encoder ablation (Figure 1) ----------------------------------------------------------------
+
+def ablation_plan(hardware: Hardware, *, num_gpus: int, num_nodes: int = 1, profile: str = "paper",
+                  sample_tokens: int = DEFAULT_SAMPLE_TOKENS,
+                  sample_tiles: int = DEFAULT_SAMPLE_TILES) -> list[tuple[str, int, MicroStep]]:
+    """(phase, trainable parameters, micro-step memory) of each ablation phase for the profile's encoder.
+
+    The ablation runs padded batches (one row per sample) with transformers' default (eager) attention
+    and gradient checkpointing under ZeRO-3; phase 1 trains the projector, phase 2 the LoRA adapters and
+    the projector, with gradients flowing back through the frozen LLM in both."""
+    from dataclasses import replace
+
+    from medkit.training.ablation import ablation_trainable_parameters, load_ablation_config, phase_batch
+    from medkit.training.stages import load_stage
+
+    _check_args(hardware, num_gpus, num_nodes, None, DEFAULT_MFU)
+    model_profile = load_profile(profile)
+    model_profile.model.attn_implementation = "eager"
+    config = load_ablation_config(profile)
+    trainable = ablation_trainable_parameters(config, model_profile)
+    counts = model_counts(model_profile)
+    world = num_gpus * num_nodes
+    rows = []
+    for name in ("projector_pretraining", "lora_finetuning"):
+        batch = phase_batch(getattr(config, name), world, name)
+        # one sample per padded row; the packed-row helper with max_length = one sample gives that shape
+        stage = replace(load_stage("pretrain"), per_device_batch_size=batch.per_device, max_length=sample_tokens,
+                        gradient_checkpointing=config.gradient_checkpointing)
+        rows.append((name, trainable[name], micro_step(stage, model_profile, hardware, counts, world, sample_tokens,
+                                                        sample_tiles, trainable=trainable[name])))
+    return rows
+
+
+def format_ablation_plan(rows: list[tuple[str, int, MicroStep]], hardware: Hardware, gpus: int) -> str:
+    lines = [f"Compute plan: LoRA encoder ablation (Figure 1) on {gpus} x {hardware.name}, per phase"]
+    for name, trainable, step in rows:
+        lines += ["", f"phase {name}: {_b(trainable)} trainable parameters",
+                  *_micro_step_lines(step, hardware, step.sample_tokens)]
+    lines += ["", "Time: not computed (the paper reports no ablation run time; needs a measured step time)."]
+    return "\n".join(lines)

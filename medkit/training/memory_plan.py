@@ -157,14 +157,15 @@ def loss_bytes(d: Dimensions, shape: StepShape, chunk_tokens: int = CHUNK_TOKENS
 
 def step_memory(profile: Profile, stage: StageConfig, shape: StepShape, *, num_gpus: int,
                 gradient_checkpointing: bool = True, on_gpu: bool = False,
-                counts=None) -> StepMemory:
+                counts=None, trainable: int | None = None) -> StepMemory:
     """Peak bytes on one of ``num_gpus`` GPUs (ZeRO-3 shards the model states over them); ``on_gpu``
-    adds the CUDA runtime. Without gradient checkpointing every layer keeps its whole working set."""
+    adds the CUDA runtime. Without gradient checkpointing every layer keeps its whole working set.
+    ``trainable``: the trained parameter count when it is not the stage's parts (LoRA adapters)."""
     from medkit.training.compute_plan import model_counts
 
     counts = counts or model_counts(profile)
     d = dimensions(profile)
-    trainable = counts.trainable(stage.trainable)
+    trainable = counts.trainable(stage.trainable) if trainable is None else trainable
     t = shape.tokens
     layer = attention_bytes(d, shape, profile.model.attn_implementation) + moe_bytes(d, shape) \
         + LAYER_HIDDEN_COPIES * t * d.hidden * BF16
