@@ -223,3 +223,24 @@ def test_flex_attention_over_the_block_mask_equals_dense_attention_over_the_eage
             flex = flex_attention(q, k, v, block_mask=blocks[layer_type])
             reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense[layer_type])
             assert torch.allclose(flex, reference, atol=1e-5), layer_type
+
+
+def test_the_profile_s_flex_attention_reaches_the_language_model_and_its_masks(parts):
+    """use_attention must switch the LM's config (what packed_masks dispatches on), not only the top one."""
+    import copy
+
+    from torch.nn.attention.flex_attention import BlockMask
+
+    from medkit.model.attention import packed_masks, use_attention
+
+    _, model, _ = parts
+    model = copy.deepcopy(model)
+    use_attention(model, "flex_attention")
+    text = model.config.text_config
+    assert text._attn_implementation == "flex_attention"
+    assert model.model.language_model.config._attn_implementation == "flex_attention"
+    masks = packed_masks(text, ROW_POSITIONS, torch.float32)
+    assert all(isinstance(m, BlockMask) for m in masks.values())
+    assert model.config.vision_config._attn_implementation != "flex_attention"  # the tower keeps its own
+    with pytest.raises(ValueError, match="attn_implementation must be one of"):
+        use_attention(model, "sdpa")
