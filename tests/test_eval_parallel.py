@@ -187,16 +187,23 @@ def test_profile_is_inferred_from_the_checkpoint_and_an_explicit_one_must_agree(
     assert inferred.name == "paper" and inferred.model.encoder == "siglip"
     assert checkpoint_dtype(json.loads((paper / "config.json").read_text())) == "bfloat16"
     assert checkpoint_dtype(json.loads((checkpoint / "config.json").read_text())) == "float32"
+    assert checkpoint_dtype({"model_type": "medgpt_oss"}) is None  # unknown: the profile's dtype, not float32
     (paper / "config.json").write_text(json.dumps({"model_type": "llama", "text_config": text_config}))
     with pytest.raises(ValueError, match="not a medkit checkpoint"):
         checkpoint_profile(paper)
 
 
-def test_ranks_get_equal_contiguous_gpu_shares_or_cpu_cores():
+def test_ranks_get_equal_contiguous_gpu_shares_or_cpu_cores(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     eight_by_four = split_devices(4, n_gpus=8)
-    assert [r.gpus for r in eight_by_four] == [(0, 1), (2, 3), (4, 5), (6, 7)]
+    assert [r.gpus for r in eight_by_four] == [("0", "1"), ("2", "3"), ("4", "5"), ("6", "7")]
     assert eight_by_four[1].environment() == {"CUDA_VISIBLE_DEVICES": "2,3"}
-    assert [r.gpus for r in split_devices(3, n_gpus=8)] == [(0, 1), (2, 3), (4, 5)]  # 6 and 7 idle
+    assert [r.gpus for r in split_devices(3, n_gpus=8)] == [("0", "1"), ("2", "3"), ("4", "5")]  # 6, 7 idle
+    # a parent given GPUs 4-7 (or UUIDs) hands those on, never 0-3, which may be another job's
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert [r.environment()["CUDA_VISIBLE_DEVICES"] for r in split_devices(2, n_gpus=4)] == ["4,5", "6,7"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aa,GPU-bb")
+    assert [r.gpus for r in split_devices(2, n_gpus=2)] == [("GPU-aa",), ("GPU-bb",)]
     with pytest.raises(PlacementError, match="--nproc 9 is more ranks than the 8"):
         split_devices(9, n_gpus=8)
     cpu = split_devices(2, n_gpus=0, n_cpus=16)
@@ -261,3 +268,9 @@ def test_every_eval_command_in_the_readme_parses():
     for command in commands:
         args = build_parser().parse_args(shlex.split(command)[1:])  # exits (fails the test) on a bad flag
         assert args.command in ("eval", "tables")
+
+
+def test_a_benchmark_selected_twice_is_refused_before_decoding(tmp_path, corpus):
+    with pytest.raises(ValueError, match=r"\['medqa'\] selected more than once"):
+        run_eval(KeyOnly(), EvalRequest(benchmarks=["medqa", "slake", "medqa"], out_dir=tmp_path, corpus_dir=corpus),
+                 progress=False)

@@ -95,3 +95,19 @@ def test_router_loss_is_added_when_router_logits_are_asked_for(model):
         router_logits, text.num_local_experts, text.num_experts_per_tok, None)
     assert len(router_logits) == text.num_hidden_layers and float(expected) > 0
     assert torch.allclose(routed.loss, plain + expected)
+
+
+def test_a_batch_without_supervised_tokens_still_runs_the_head(model):
+    """Under ZeRO-3 a rank that skipped the head would miss a gather and hang the others."""
+    ids = torch.randint(5, 2000, (1, 12))
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    calls = []
+    hook = model.lm_head.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    try:
+        out = model(input_ids=ids, labels=labels)
+        out.loss.backward()
+    finally:
+        hook.remove()
+    assert out.loss.item() == 0.0 and calls and calls[0] == 1
+    assert model.lm_head.weight.grad is not None and torch.count_nonzero(model.lm_head.weight.grad) == 0
+    model.zero_grad()

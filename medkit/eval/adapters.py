@@ -117,7 +117,8 @@ class MedkitAdapter:
             profile.chat = replace(profile.chat, reasoning_effort=reasoning_effort)
         tokenizer = load_tokenizer(str(checkpoint))
         processor = MedGPTOssProcessor.for_model(MedGPTOssConfig.from_pretrained(checkpoint), tokenizer, profile)
-        return cls(None, processor, profile, name or checkpoint.name, checkpoint, dtype=checkpoint_dtype(config))
+        dtype = checkpoint_dtype(config) or profile.model.dtype
+        return cls(None, processor, profile, name or checkpoint.name, checkpoint, dtype=dtype)
 
     @property
     def model(self) -> PreTrainedModel:
@@ -165,12 +166,13 @@ def checkpoint_config(checkpoint: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def checkpoint_dtype(config: dict[str, Any]) -> str:
-    """The dtype the checkpoint was saved in (transformers writes ``dtype``, older ones ``torch_dtype``)."""
+def checkpoint_dtype(config: dict[str, Any]) -> str | None:
+    """The dtype the checkpoint was saved in (transformers writes ``dtype``, older ones ``torch_dtype``);
+    None when its config does not say (the profile's dtype is used then, never a silent float32)."""
     from medkit.model.build import DTYPES
 
     dtype = config.get("dtype") or config.get("torch_dtype") or config.get("text_config", {}).get("dtype")
-    return dtype if dtype in DTYPES else "float32"
+    return dtype if dtype in DTYPES else None
 
 
 def architecture(text_config: dict[str, Any]) -> dict[str, Any]:

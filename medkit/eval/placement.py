@@ -25,18 +25,25 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def parent_gpu_ids(n_gpus: int) -> list[str]:
+    """The names the parent's GPUs have in ``CUDA_VISIBLE_DEVICES`` (indices or UUIDs): a rank's own
+    ``CUDA_VISIBLE_DEVICES`` must list these, not 0..n-1, or it would leave the GPUs the parent was given."""
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return listed[:n_gpus] if len(listed) >= n_gpus else [str(i) for i in range(n_gpus)]
+
+
 @dataclass(frozen=True)
 class RankDevices:
     """What one eval rank may use: GPU indices (as the parent sees them) or a number of CPU threads."""
 
     rank: int
-    gpus: tuple[int, ...]
+    gpus: tuple[str, ...]  # as CUDA_VISIBLE_DEVICES names them in the parent
     cpu_threads: int
 
     def environment(self) -> dict[str, str]:
         """Environment variables that confine the rank's process to its devices."""
         if self.gpus:
-            return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, self.gpus))}
+            return {"CUDA_VISIBLE_DEVICES": ",".join(self.gpus)}
         threads = str(self.cpu_threads)
         return {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
@@ -50,8 +57,8 @@ def split_devices(nproc: int, n_gpus: int, n_cpus: int | None = None) -> list[Ra
         if nproc > n_gpus:
             raise PlacementError(f"--nproc {nproc} is more ranks than the {n_gpus} visible GPU(s); "
                                  f"use --nproc {n_gpus} or fewer (a rank needs at least one GPU)")
-        per_rank = n_gpus // nproc
-        return [RankDevices(r, tuple(range(r * per_rank, (r + 1) * per_rank)), 0) for r in range(nproc)]
+        per_rank, ids = n_gpus // nproc, parent_gpu_ids(n_gpus)
+        return [RankDevices(r, tuple(ids[r * per_rank:(r + 1) * per_rank]), 0) for r in range(nproc)]
     cores = n_cpus or os.cpu_count() or 1
     return [RankDevices(r, (), max(1, cores // nproc)) for r in range(nproc)]
 

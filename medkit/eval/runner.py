@@ -222,6 +222,9 @@ def check_selection(request: EvalRequest) -> None:
     """Every name and every option checked before any data is read or model time spent."""
     for name in request.benchmarks:
         get_benchmark(name)
+    repeated = sorted({n for n in request.benchmarks if request.benchmarks.count(n) > 1})
+    if repeated:  # both would decode into one store, which then holds every id twice
+        raise ValueError(f"benchmark(s) {repeated} selected more than once")
     for name, options in request.options.items():
         if name not in request.benchmarks:
             raise ValueError(f"options given for {name!r}, which is not among the selected benchmarks")

@@ -61,7 +61,10 @@ def block_packed_masks(text_config: PretrainedConfig, position_ids: torch.Tensor
         return causal_in_sample(b, h, q, kv) & (q - kv < window)
 
     def block_mask(mask_mod):
-        return create_block_mask(mask_mod, rows, None, length, length, device=position_ids.device)
+        # compiled on a GPU, as transformers builds its own: uncompiled, the mask is evaluated densely
+        # (L x L int64 temporaries, ~10 GiB per 32k row) before it is reduced to blocks
+        return create_block_mask(mask_mod, rows, None, length, length, device=position_ids.device,
+                                 _compile=position_ids.is_cuda)
 
     masks = {"full_attention": block_mask(causal_in_sample)}
     if "sliding_attention" in text_config.layer_types:

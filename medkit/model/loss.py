@@ -39,8 +39,11 @@ def supervised_lm_loss(hidden_states: torch.Tensor, lm_head: nn.Module, labels: 
     targets = next_token_targets(labels.to(hidden_states.device))
     keep = targets != IGNORE_INDEX
     hidden, targets = hidden_states[keep], targets[keep]
-    if hidden.shape[0] == 0:  # no supervised token: a zero that keeps the graph (every rank joins backward)
-        return hidden_states.sum() * 0.0
+    if hidden.shape[0] == 0:
+        # no supervised token: still run the head on one position, weighted 0, so under ZeRO-3 this rank
+        # joins the same gathers and gradient reduction as the others (skipping them would hang the step)
+        first = hidden_states.reshape(-1, hidden_states.shape[-1])[:1]
+        return chunk_loss_sum(first, lm_head, torch.zeros(1, dtype=torch.long, device=first.device)) * 0.0
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, hidden.shape[0], chunk_tokens):
         part = slice(start, start + chunk_tokens)

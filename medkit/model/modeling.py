@@ -125,15 +125,19 @@ class MedGPTOssForConditionalGeneration(InternVLForConditionalGeneration):
         self.post_init()
 
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None,
-                past_key_values=None, inputs_embeds=None, labels=None, logits_to_keep=0, **kwargs):
+                past_key_values=None, inputs_embeds=None, labels=None, logits_to_keep=0, mm_encoder_outputs=None,
+                **kwargs):
+        # mm_encoder_outputs is named so generate() sees it in the signature and encodes images once,
+        # before prefill, as it does for InternVL
         if labels is None:  # generation and scoring: InternVL's forward, logits as usual
             return super().forward(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                                    position_ids=position_ids, past_key_values=past_key_values,
-                                   inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep, **kwargs)
+                                   inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep,
+                                   mm_encoder_outputs=mm_encoder_outputs, **kwargs)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self.model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                              position_ids=position_ids, past_key_values=past_key_values,
-                             inputs_embeds=inputs_embeds, **kwargs)
+                             inputs_embeds=inputs_embeds, mm_encoder_outputs=mm_encoder_outputs, **kwargs)
         loss = supervised_lm_loss(outputs.last_hidden_state, self.lm_head, labels, num_items_in_batch)
         if outputs.router_logits:
             loss = loss + self.router_loss(outputs.router_logits, attention_mask).to(loss.device)

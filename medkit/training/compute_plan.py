@@ -339,6 +339,7 @@ class MicroStep:
     memory: StepMemory
     fits: bool
     max_per_device: int  # the most typical samples per micro-step that fit (0: not even one)
+    checkpointing: bool = True
 
 
 def packed_shape(samples: int, sample_tokens: int, sample_tiles: int, max_length: int) -> StepShape:
@@ -365,7 +366,7 @@ def micro_step(stage: StageConfig, profile: Profile, hardware: Hardware, counts:
     chosen = memory(stage.per_device_batch_size)
     return MicroStep(stage.per_device_batch_size, sample_tokens, sample_tiles,
                      packed_shape(stage.per_device_batch_size, sample_tokens, sample_tiles, stage.max_length),
-                     chosen, chosen.total_bytes <= capacity, largest)
+                     chosen, chosen.total_bytes <= capacity, largest, stage.gradient_checkpointing)
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------
@@ -543,7 +544,7 @@ def _micro_step_lines(step: MicroStep, hardware: Hardware, max_length: int) -> l
         f"Memory per GPU of one micro-step (GiB): {step.per_device} samples per GPU, each assumed "
         f"{step.sample_tokens:,} tokens with {step.sample_tiles} image tiles (--sample-tokens, --sample-tiles), "
         f"packed into {shape.rows} row(s) of {shape.row_length:,} tokens (rows <= {max_length:,}), "
-        f"{shape.tiles} tiles; gradient checkpointing, ZeRO-3:",
+        f"{shape.tiles} tiles; {'gradient checkpointing' if step.checkpointing else 'NO gradient checkpointing'}, ZeRO-3:",
     ]
     lines += [f"  {name:<18} {value / GIB:8.2f}" for name, value in step.memory.breakdown.items()]
     lines.append(f"  {'total':<18} {step.memory.total_bytes / GIB:8.2f}  of {hardware.memory_gib:g} GiB: {verdict}")
