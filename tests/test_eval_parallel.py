@@ -274,3 +274,23 @@ def test_a_benchmark_selected_twice_is_refused_before_decoding(tmp_path, corpus)
     with pytest.raises(ValueError, match=r"\['medqa'\] selected more than once"):
         run_eval(KeyOnly(), EvalRequest(benchmarks=["medqa", "slake", "medqa"], out_dir=tmp_path, corpus_dir=corpus),
                  progress=False)
+
+
+def test_ranks_do_not_outlive_a_killed_parent(tmp_path, corpus, checkpoint):
+    import psutil
+
+    # enough work that the ranks would run on for well over the 5 s allowed below
+    cmd = [sys.executable, "-m", "medkit", "eval", "--model", str(checkpoint), "--benchmarks", "table4", "table5",
+           "--corpus", str(corpus), "--out", str(tmp_path), "--max-new-tokens", "200", "--batch-size", "2",
+           "--nproc", "2"]
+    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    ranks = []
+    while time.monotonic() < deadline and len(ranks) < 2 and parent.poll() is None:
+        ranks = [c for c in psutil.Process(parent.pid).children() if "medkit.eval.parallel" in " ".join(c.cmdline())]
+        time.sleep(0.05)
+    assert len(ranks) == 2, "the ranks did not start"
+    parent.kill()  # SIGKILL to the parent alone: its finally blocks never run
+    parent.wait()
+    gone, alive = psutil.wait_procs(ranks, timeout=5)
+    assert not alive, f"ranks outlived their parent: {[p.pid for p in alive]}"

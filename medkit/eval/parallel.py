@@ -119,8 +119,24 @@ def start_rank(plan: Path, devices: Any, folder: Path) -> RankProcess:
     env = {**os.environ, **devices.environment()}
     with log.open("w", encoding="utf-8") as out:
         process = subprocess.Popen([sys.executable, "-m", "medkit.eval.parallel", str(plan), "--rank",
-                                    str(devices.rank)], env=env, stdout=out, stderr=subprocess.STDOUT)
+                                    str(devices.rank)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   preexec_fn=terminate_with_parent)
     return RankProcess(devices.rank, process, log)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def terminate_with_parent() -> None:
+    """In a rank, before it runs: SIGTERM when the parent dies (even by SIGKILL), so no orphaned rank
+    goes on appending to a shard that the next run is folding into the store (Linux; elsewhere a no-op)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def wait_for_ranks(ranks: list[RankProcess], prepared: Sequence[Any], progress: bool) -> None:
