@@ -294,3 +294,13 @@ def test_ranks_do_not_outlive_a_killed_parent(tmp_path, corpus, checkpoint):
     parent.wait()
     gone, alive = psutil.wait_procs(ranks, timeout=5)
     assert not alive, f"ranks outlived their parent: {[p.pid for p in alive]}"
+
+
+def test_results_say_which_decode_time_they_record(tmp_path, corpus, checkpoint):
+    adapter = open_adapter(AdapterSource(str(checkpoint)))
+    (one,) = run_eval(adapter, request(tmp_path / "one", corpus, benchmarks=["medqa"], limit=3), progress=False)
+    assert one["decode_seconds"] > 0 and one["parallel_decode_seconds"] is None
+    two = run_eval(adapter, request(tmp_path / "two", corpus, benchmarks=["medqa", "slake"], limit=3, nproc=2),
+                   progress=False)
+    assert all(r["decode_seconds"] is None for r in two)  # no per-benchmark time when ranks shared the phase
+    assert two[0]["parallel_decode_seconds"] == two[1]["parallel_decode_seconds"] > 0

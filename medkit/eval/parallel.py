@@ -77,7 +77,7 @@ def plan_document(source: AdapterSource, prepared: Sequence[Any], request: Any) 
         "nproc": request.nproc,
         "request": {"data_root": str(request.data_root) if request.data_root else None,
                     "corpus_dir": str(request.corpus_dir) if request.corpus_dir else None,
-                    "limit": request.limit, "out_dir": str(request.out_dir)},
+                    "limit": request.limit},
         "work": [{"benchmark": job.name, "options": job.loaded.options, "key": job.store.key,
                   "store_root": str(job.store.folder.parent),
                   "settings": {"max_new_tokens": job.settings.max_new_tokens, "batch_size": job.settings.batch_size},

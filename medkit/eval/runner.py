@@ -267,8 +267,11 @@ def decode_here(adapter: ModelAdapter, prepared: Sequence[PreparedBenchmark], pr
 
 
 def finish(adapter: ModelAdapter, job: PreparedBenchmark, request: EvalRequest,
-           decode_seconds: float | None) -> dict[str, Any]:
-    """Score one benchmark from its store alone and write its result and per-item files."""
+           decode_seconds: float | None, parallel_seconds: float | None = None) -> dict[str, Any]:
+    """Score one benchmark from its store alone and write its result and per-item files.
+
+    ``decode_seconds``: this benchmark's decoding in one process; ``parallel_seconds``: the ranks' whole
+    decode phase (every benchmark of the run together), when ranks decoded it."""
     job.store.merge_shards()
     benchmark, items = job.loaded.benchmark, job.loaded.items
     metrics, rows = score(benchmark, items, job.store.read(), request.n_boot, request.seed)
@@ -279,7 +282,7 @@ def finish(adapter: ModelAdapter, job: PreparedBenchmark, request: EvalRequest,
               "max_new_tokens": job.settings.max_new_tokens,
               "max_new_tokens_from": request.budget(benchmark)[1],
               "metrics": metrics, "store": str(job.store.path), "generated_now": job.pending,
-              "nproc": request.nproc, "decode_seconds": decode_seconds}
+              "nproc": request.nproc, "decode_seconds": decode_seconds, "parallel_decode_seconds": parallel_seconds}
     write_json(request.out_dir / "results" / adapter.name / f"{benchmark.name}.json", result)
     write_json(request.out_dir / "results" / adapter.name / f"{benchmark.name}.items.json", rows)
     return result
@@ -321,13 +324,13 @@ def run_eval(adapter: ModelAdapter, request: EvalRequest, *, generate: bool = Tr
     request = with_adapter_profile(adapter, request)
     check_selection(request)
     prepared = [prepare(adapter, loaded, request, generate) for loaded in load_selection(request)]
-    seconds: dict[str, float | None] = {}
+    seconds: dict[str, float] = {}
+    parallel_seconds = None
     if any(job.batches for job in prepared):
         if request.nproc == 1:
             seconds = decode_here(adapter, prepared, progress)
         else:
             from medkit.eval.parallel import decode_in_parallel
 
-            total = decode_in_parallel(adapter, prepared, request, progress)
-            seconds = {job.name: total for job in prepared}  # the ranks decode all benchmarks in one phase
-    return [finish(adapter, job, request, seconds.get(job.name)) for job in prepared]
+            parallel_seconds = decode_in_parallel(adapter, prepared, request, progress)
+    return [finish(adapter, job, request, seconds.get(job.name), parallel_seconds) for job in prepared]

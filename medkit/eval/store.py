@@ -67,7 +67,7 @@ class PredictionStore:
 
     def stored_ids(self) -> set[str]:
         """Ids held by the main file and any rank shards, read without changing anything (a dry run)."""
-        ids = {number_and_prediction[1].id for number_and_prediction in read_lines(self.path)}
+        ids = {prediction.id for _, prediction in read_lines(self.path)}
         for shard in self.shard_paths():
             ids.update(prediction.id for _, prediction in read_lines(shard))
         return ids
