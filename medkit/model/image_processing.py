@@ -7,8 +7,11 @@ encoder-sized tiles, and add a whole-image thumbnail when there is more than one
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -16,33 +19,73 @@ from PIL import Image, UnidentifiedImageError
 
 
 class ImageLoadError(ValueError):
-    """An image that is missing or cannot be decoded; the message names the file (and record)."""
+    """An image that is missing, cannot be decoded or is too large; the message names the file (and record)."""
 
 
-def image_size(path: str | Path, record: str | None = None) -> tuple[int, int]:
-    """(width, height) from the file header, with the same errors as :func:`load_image`."""
-    where = f"{path}" + (f" (record {record})" if record else "")
+# The most pixels medkit decodes from one image. Real medical images are far below it: chest radiographs
+# are ~3,000 x 3,000 (9 M), MIMIC-CXR's largest ~4,000 x 3,000 (12 M), pathology crops and MMMU figures
+# smaller still. 50 M (~7,000 x 7,000, 150 MB as RGB) keeps a margin over all of them while refusing a
+# decompression bomb (a few-KB PNG declaring 20,000 x 20,000 = 400 M pixels, 1.2 GB as RGB) from its header,
+# before a pixel is decoded. PIL's own guard (Image.MAX_IMAGE_PIXELS: a warning above ~89 M, an error above
+# ~179 M) is higher and names no record, so medkit checks its own first.
+MAX_IMAGE_PIXELS = 50_000_000
+
+PIL_BOMB_SIZE = re.compile(r"\((\d+) pixels\)")  # PIL's "Image size (400000000 pixels) exceeds limit ..."
+
+
+def image_where(path, record: str | None, name: str | None = None) -> str:
+    return f"{name or path}" + (f" (record {record})" if record else "")
+
+
+def check_pixels(size: tuple[int, int], where: str) -> None:
+    """Refuse an image whose header declares more than MAX_IMAGE_PIXELS pixels (a likely decompression bomb)."""
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageLoadError(f"{where}: image of {width} x {height} = {width * height:,} pixels exceeds medkit's "
+                             f"limit of {MAX_IMAGE_PIXELS:,} pixels (MAX_IMAGE_PIXELS); refused before decoding, as a "
+                             f"likely decompression bomb")
+
+
+def bomb_error(error: Exception, where: str) -> ImageLoadError:
+    """PIL refused the header first (above its own, higher limit): the same error, with the size PIL saw."""
+    found = PIL_BOMB_SIZE.search(str(error))
+    size = f"{int(found.group(1)):,} pixels" if found else "more pixels than PIL allows"
+    return ImageLoadError(f"{where}: image of {size} exceeds medkit's limit of {MAX_IMAGE_PIXELS:,} pixels "
+                          f"(MAX_IMAGE_PIXELS); refused before decoding, as a likely decompression bomb")
+
+
+@contextmanager
+def opened_image(path, where: str) -> Iterator[Image.Image]:
+    """The image with its header read and its size checked, pixels not decoded yet; every failure inside,
+    decoding included, is an ImageLoadError naming ``where``."""
     try:
         with Image.open(path) as img:
-            return img.size
+            check_pixels(img.size, where)
+            yield img
+    except ImageLoadError:
+        raise
     except FileNotFoundError:
         raise ImageLoadError(f"{where}: image file not found") from None
+    # the warning arrives as an exception only where warnings are errors (python -W error)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise bomb_error(e, where) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageLoadError(f"{where}: corrupt or unreadable image ({e})") from None
+
+
+def image_size(path, record: str | None = None, name: str | None = None) -> tuple[int, int]:
+    """(width, height) from the file header (a path, or a file object named ``name``), with the same errors
+    as :func:`load_image`, the pixel limit included."""
+    with opened_image(path, image_where(path, record, name)) as img:
+        return img.size
 
 
 def load_image(path, record: str | None = None, name: str | None = None) -> Image.Image:
     """Open and fully decode an image (a path, or a file object named ``name``) as RGB, failing with a
-    message naming the file and record."""
-    where = f"{name or path}" + (f" (record {record})" if record else "")
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode now, so truncated files fail here and not mid-batch
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise ImageLoadError(f"{where}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageLoadError(f"{where}: corrupt or unreadable image ({e})") from None
+    message naming the file and record; an image over MAX_IMAGE_PIXELS is refused from its header."""
+    with opened_image(path, image_where(path, record, name)) as img:
+        img.load()  # decode now, so truncated files fail here and not mid-batch
+        return img.convert("RGB")
 
 
 def candidate_grids(min_tiles: int, max_tiles: int) -> list[tuple[int, int]]:

@@ -30,8 +30,9 @@ listed twice for one patient, is an error (no silent drops).
 Impression generation (RaTEScore): ``data_root/mimic_cxr/impression_test.json`` (JSON list) or
 ``.jsonl``, one study per record: {"study_id", "subject_id"?, "images": [...], "views"?, "age"?, "sex"?,
 "indication"?, "impression"}; image paths relative to ``mimic_cxr/``. As in the paper, studies with a
-missing/empty impression or an unavailable image file are excluded (not errors); malformed fields are
-errors. Table 3 lists 1,564 studies.
+missing/empty impression or an unavailable image file are excluded (not errors); malformed fields, an
+image path leading out of the data root and an image whose header is unreadable or over the pixel limit
+are errors. Table 3 lists 1,564 studies.
 
 1-shot: one exemplar is drawn per item under a fixed seed (``stable_int(<task>-exemplar, item key)``)
 from a pool that never contains the item's own patient: natively another patient's pair *of the same
@@ -47,6 +48,7 @@ the pair is comparing the same queries with and without a demonstration).
 from __future__ import annotations
 
 import csv
+import io
 import random
 import re
 from bisect import bisect_right
@@ -66,6 +68,7 @@ from medkit.eval.benchmarks.base import (
     get_str,
     iter_records,
     read_json,
+    read_text,
     register,
     require_file,
     stable_int,
@@ -176,7 +179,10 @@ def str_list(value: Any, key: str, where: str) -> tuple[str, ...]:
 
 def trial_from_fields(trial_id: str, fields: Record, where: str, title_fallback: Any = None) -> Trial:
     """A trial from TrialGPT's fields (a retrieved_trials.json trial, or a corpus record's metadata)."""
-    title = str(fields.get("brief_title") or title_fallback or "").strip()
+    title = fields.get("brief_title") or title_fallback or ""
+    if not isinstance(title, str):  # str() would render a list or number as the title
+        raise BenchmarkDataError(f"{where}: trial {trial_id!r}: 'brief_title' must be a string, got {title!r}")
+    title = title.strip()
     if not title:
         raise BenchmarkDataError(f"{where}: trial {trial_id!r} has no brief_title")
     for key in ("inclusion_criteria", "exclusion_criteria", "brief_summary"):
@@ -330,22 +336,21 @@ def retrieved_pairs(path: Path, cohort: str) -> list[TrialPair]:
 
 
 def read_qrels(path: Path) -> list[tuple[str, str, int, str]]:
-    require_file(path)
     rows = []
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t")
-        for line_no, row in enumerate(reader, start=1):
-            where = f"{path} line {line_no}"
-            if not row or not "".join(row).strip():
-                continue
-            if line_no == 1 and row[0].strip().lower() == "query-id":
-                continue
-            if len(row) != 3:
-                raise BenchmarkDataError(f"{where}: expected 3 tab-separated fields (query-id, corpus-id, score)")
-            qid, nct, score = (c.strip() for c in row)
-            if score not in ("0", "1", "2") or not qid or not nct:
-                raise BenchmarkDataError(f"{where}: score must be 0, 1 or 2 and ids non-empty, got {row!r}")
-            rows.append((qid, nct, int(score), where))
+    # read_text: a byte that is not UTF-8 is an error naming the line, not a bare codec error
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t")
+    for line_no, row in enumerate(reader, start=1):
+        where = f"{path} line {line_no}"
+        if not row or not "".join(row).strip():
+            continue
+        if line_no == 1 and row[0].strip().lower() == "query-id":
+            continue
+        if len(row) != 3:
+            raise BenchmarkDataError(f"{where}: expected 3 tab-separated fields (query-id, corpus-id, score)")
+        qid, nct, score = (c.strip() for c in row)
+        if score not in ("0", "1", "2") or not qid or not nct:
+            raise BenchmarkDataError(f"{where}: score must be 0, 1 or 2 and ids non-empty, got {row!r}")
+        rows.append((qid, nct, int(score), where))
     return rows
 
 

@@ -15,7 +15,9 @@ input format close to common derived releases (one record per test study, priors
      "findings": "...", "impression": "..."}        # required, non-empty
 
 The reference is ``FINDINGS: <findings>\\n\\nIMPRESSION: <impression>`` (the synthetic corpus's layout).
-Every image must exist (a missing one is an error naming the path). Table 3 lists 2,231 studies.
+Every image must exist (a missing one is an error naming the path), resolve inside the data root (an
+absolute path or "../" leading out of it, or a symlink that does, is an error) and have a readable header
+within the pixel limit. Table 3 lists 2,231 studies.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from medkit.eval.benchmarks import synthetic as syn
 from medkit.eval.benchmarks.base import (
     Benchmark,
     BenchmarkDataError,
-    MissingBenchmarkFile,
     Record,
+    contained_path,
     first_existing,
     get_list,
     get_str,
+    is_int,
     iter_records,
+    readable_image,
     register,
 )
 from medkit.eval.benchmarks.prompts import PatientInfo, PriorStudy, report_messages, report_reference
@@ -61,32 +65,31 @@ def optional_str(record: Record, key: str, where: str) -> str | None:
     value = record.get(key)
     if value is None or value == "":
         return None
-    if not isinstance(value, (str, int)):
-        raise BenchmarkDataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    if not isinstance(value, str) and not is_int(value):  # MIMIC's subject ids are integers; True is not one
+        raise BenchmarkDataError(f"{where}: field {key!r} must be a string, got {value!r} ({type(value).__name__})")
     return str(value).strip()
 
 
 def patient_of(record: Record, where: str) -> PatientInfo | None:
     age = record.get("age")
-    if age is not None and (not isinstance(age, (int, float)) or isinstance(age, bool)):
-        raise BenchmarkDataError(f"{where}: field 'age' must be a number, got {age!r}")
-    info = PatientInfo(int(age) if age is not None else None, optional_str(record, "sex", where),
+    # whole years: int() would silently truncate 67.9, and MIMIC's anchor_age is an integer
+    if age is not None and not is_int(age):
+        raise BenchmarkDataError(f"{where}: field 'age' must be a whole number of years, got {age!r}")
+    info = PatientInfo(age, optional_str(record, "sex", where),
                        optional_str(record, "indication", where))
     return info if info.line() else None
 
 
 def image_paths(record: Record, folder: Path, where: str, *, must_exist: bool = True) -> list[str] | None:
-    """Absolute image paths; None when an image is missing and ``must_exist`` is False."""
+    """Absolute image paths, each inside the data root with a readable header; None when an image is
+    missing and ``must_exist`` is False. A path leading out of the data root is an error either way."""
     names = get_list(record, "images", where)
     if not names or not all(isinstance(n, str) and n for n in names):
         raise BenchmarkDataError(f"{where}: 'images' must be a non-empty list of paths")
-    paths = [Path(n) if Path(n).is_absolute() else folder / n for n in names]
-    for path in paths:
-        if not path.is_file():
-            if must_exist:
-                raise MissingBenchmarkFile(f"{where}: image file {path} is missing")
-            return None
-    return [str(p.resolve()) for p in paths]
+    paths = [contained_path(n, folder, folder, where) for n in names]
+    if not must_exist and not all(p.is_file() for p in paths):
+        return None
+    return [str(readable_image(p, where)) for p in paths]
 
 
 def views_of(record: Record, n_images: int, where: str) -> list[str] | None:

@@ -44,6 +44,8 @@ from medkit.eval.benchmarks.base import (
     iter_records,
     letter_from_index,
     lettered,
+    option_text,
+    optional_id,
     read_json,
     register,
     require_file,
@@ -69,10 +71,9 @@ def column_options(record: Record, where: str, columns: str) -> dict[str, str]:
     texts = []
     for column in columns:
         key = f"op{column}"
-        value = record.get(key)
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool) or str(value).strip() == "":
+        if record.get(key) in (None, ""):
             raise BenchmarkDataError(f"{where}: option column {key!r} is missing or empty")
-        texts.append(str(value).strip())
+        texts.append(option_text(record[key], where, key))
     return lettered(texts, where)
 
 
@@ -81,7 +82,7 @@ def load_medqa(folder: Path) -> list[Sample]:
     samples = []
     for i, (where, record) in enumerate(iter_records(path)):
         options = options_dict(record.get("options"), where)
-        answer = check_letter(get_str(record, "answer_idx", where), options, where)
+        answer = check_letter(record.get("answer_idx"), options, where, "answer_idx")
         samples.append(text_sample("medqa", f"{i:05d}", get_str(record, "question", where), options, answer,
                                    meta_info=record.get("meta_info")))
     return samples
@@ -91,14 +92,12 @@ def load_medmcqa(folder: Path) -> list[Sample]:
     path = first_existing(folder, ("validation.jsonl", "validation.parquet", "data/validation-*.parquet", "dev.json"))
     # The original release's dev.json is JSON lines with a 1-based cop; the HF copy's cop is 0-based.
     records = iter_jsonl(path) if path.name == "dev.json" else iter_records(path)
-    offset = 1 if path.name == "dev.json" else 0
+    first = 1 if path.name == "dev.json" else 0
     samples = []
     for i, (where, record) in enumerate(records):
         options = column_options(record, where, "abcd")
-        cop = record.get("cop")
-        index = cop - offset if isinstance(cop, int) and not isinstance(cop, bool) else cop
-        answer = letter_from_index(index, options, where, "cop")
-        item_id = str(record.get("id") or f"{i:05d}")
+        answer = letter_from_index(record.get("cop"), options, where, "cop", first=first)
+        item_id = optional_id(record, "id", where, f"{i:05d}")
         samples.append(text_sample("medmcqa", item_id, get_str(record, "question", where), options, answer,
                                    subject=record.get("subject_name"), choice_type=record.get("choice_type")))
     return samples
@@ -126,7 +125,7 @@ def load_pubmedqa(folder: Path) -> list[Sample]:
     samples = []
     for pmid, decision in truth.items():
         where = f"{pqal_path} key {pmid!r}"
-        if decision not in letter_of:
+        if not isinstance(decision, str) or decision not in letter_of:  # a list or object is no decision
             raise BenchmarkDataError(f"{truth_path} key {pmid!r}: decision must be yes/no/maybe, got {decision!r}")
         record = pqal.get(pmid)
         if not isinstance(record, dict):
@@ -143,9 +142,7 @@ def load_mmlu_med(folder: Path) -> list[Sample]:
         path = first_existing(folder / subject, ("test-*.parquet", "test.parquet", "test.jsonl"))
         for i, (where, record) in enumerate(iter_records(path)):
             choices = get_list(record, "choices", where)
-            if not all(isinstance(c, (str, int, float)) for c in choices):
-                raise BenchmarkDataError(f"{where}: 'choices' must be a list of option texts")
-            options = lettered([str(c).strip() for c in choices], where)
+            options = lettered([option_text(c, where, f"choices[{k}]") for k, c in enumerate(choices)], where)
             answer = letter_from_index(record.get("answer"), options, where, "answer")
             samples.append(text_sample("mmlu_med", f"{subject}-{i:04d}", get_str(record, "question", where),
                                        options, answer, subject=subject))
@@ -182,7 +179,7 @@ def load_medbullets(folder: Path, *, n_options: int) -> list[Sample]:
     path = folder / f"medbullets_op{n_options}.csv"
     for row, where, record, repeats in first_rows_by_stem(path):
         options = column_options(record, where, MEDBULLETS_COLUMNS[n_options])
-        answer = check_letter(get_str(record, "answer_idx", where), options, where)
+        answer = check_letter(record.get("answer_idx"), options, where, "answer_idx")
         samples.append(text_sample("medbullets", f"{row:04d}", get_str(record, "question", where), options, answer,
                                    link=record.get("link"), dropped_repeat_rows=repeats))
     dropped = sum(len(s.meta["dropped_repeat_rows"]) for s in samples)

@@ -2,7 +2,8 @@
 
 Native layouts (``data_root/<data_dir>/...``); HF parquet image cells ``{"bytes", "path"}`` are written
 once to ``<data_dir>/.medkit_images/`` (atomically; reused when the bytes are unchanged), image cells
-holding a path are resolved against the benchmark folder.
+holding a path are resolved against the benchmark folder. Every image, of either kind, must lie inside the
+data root (symlinks followed; see ``base.data_roots``) and have a readable header within the pixel limit.
 
 | benchmark        | data_dir    | files                                                                  | count |
 |------------------|-------------|------------------------------------------------------------------------|-------|
@@ -54,7 +55,9 @@ from medkit.eval.benchmarks.base import (
     iter_records,
     lettered,
     materialize,
+    optional_id,
     parse_list_string,
+    record_image,
     register,
     stable_int,
 )
@@ -167,7 +170,7 @@ def medxpertqa_label(record: Record, options: dict[str, str], where: str) -> str
         value = value[0]
     if not isinstance(value, str) or not value.strip():
         raise BenchmarkDataError(f"{where}: field 'label' must be an option letter, got {value!r}")
-    return check_letter(value, options, where)
+    return check_letter(value, options, where, "label")
 
 
 def medxpertqa_item(record: Record, where: str) -> tuple[str, dict[str, str], str]:
@@ -187,10 +190,7 @@ def medxpertqa_images(record: Record, folder: Path, where: str) -> list[PendingI
         name = entry.get("image_path") if isinstance(entry, dict) else entry  # GitHub: {"image_path": name}
         if not isinstance(name, str) or not name:
             raise BenchmarkDataError(f"{where}: every entry of 'images' must be a file name or {{image_path}}")
-        path = folder / "images" / name
-        if not path.is_file():
-            raise MissingBenchmarkFile(f"{where}: image file {path} is missing")
-        images.append(PendingImage(path.resolve()))
+        images.append(PendingImage(record_image(name, folder / "images", folder, where)))
     return images
 
 
@@ -399,14 +399,12 @@ def load_slake(folder: Path, *, languages: Any, answer_types: Any) -> list[Sampl
     for where, record in kept:
         options, answer, how = slake_options(record, where, pool)
         qid = get_str(record, "qid", where)
-        image = folder / "imgs" / get_str(record, "img_name", where)
-        if not image.is_file():
-            raise MissingBenchmarkFile(f"{where}: image file {image} is missing")
+        image = record_image(get_str(record, "img_name", where), folder / "imgs", folder, where)
         meta = {"options_source": how, "answer_text": get_str(record, "answer", where), "source_id": qid,
                 **{k: record.get(k) for k in ("q_lang", "img_name", "content_type", "modality", "location")
                    if k in record}}
         pending.append(PendingItem(f"slake-{qid}", get_str(record, "question", where), options, answer,
-                                   [PendingImage(image.resolve())], None, meta))
+                                   [PendingImage(image)], None, meta))
     return finish("slake", pending)
 
 
@@ -428,11 +426,12 @@ def option_texts(value: Any, where: str) -> list[str]:
 
 
 def answer_letter(value: Any, options: dict[str, str], where: str, key: str) -> str:
-    text = str(value or "").strip()
-    match = re.match(r"^\(?([A-J])\b", text)
+    """The gold letter of a text that starts with it ("B", "(B)", "B. Femur"); a non-string is refused
+    rather than str()-ed (a bare 1 or True names no option)."""
+    match = re.match(r"^\(?([A-J])\b", value.strip()) if isinstance(value, str) else None
     if not match:
         raise BenchmarkDataError(f"{where}: field {key!r} must be an option letter, got {value!r}")
-    return check_letter(match.group(1), options, where)
+    return check_letter(match.group(1), options, where, key)
 
 
 def frame_images(record: Record, folder: Path, stem: str, where: str, slots: int) -> list[tuple[int, PendingImage]]:
@@ -450,7 +449,7 @@ def load_medframeqa(folder: Path) -> list[Sample]:
     for i, (where, record) in enumerate(iter_records(path)):
         options = lettered(option_texts(record.get("options"), where), where)
         answer = answer_letter(record.get("correct_answer"), options, where, "correct_answer")
-        item_id = str(record.get("question_id") or f"row{i:05d}")
+        item_id = optional_id(record, "question_id", where, f"row{i:05d}")
         frames = frame_images(record, folder, f"medframeqa_{item_id}", where, 5)
         if not frames:
             raise BenchmarkDataError(f"{where}: no image in image_1..image_5")
