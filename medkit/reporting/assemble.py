@@ -10,24 +10,31 @@ the ablation's ``results.json``) and writes, each with the same provenance stamp
 * ``figures/``: Figure 1 (encoder ablation, when its results exist) and Figure 2 (PNG + PDF).
 
 Anything without results is reported as missing in the returned summary, never filled in.
+
+All or nothing: the inputs are read and checked before anything is written (a bad file raises
+:class:`~medkit.reporting.inputs.ResultFileError` naming it), and the outputs are rendered into staging
+folders and swapped in only when all were written; the previous run's outputs this run does not produce
+are removed, other files in the folders are never touched (:mod:`medkit.reporting.outputs`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from medkit.profiles import CONFIG_DIR, PROFILE_NAMES
+from medkit.reporting.outputs import staged_outputs
 from medkit.reporting.provenance import Stamp, make_stamp
 from medkit.reporting.published import RESULT_TABLES, published_table
 from medkit.reporting.tables import (
     ablation_table,
-    compare,
+    compare_with_published,
+    load_ablation,
     load_results,
     render_table,
     results_ci_frame,
@@ -55,6 +62,14 @@ class Assembled:
         rows += [{"kind": "missing", "name": n, "written": why} for n, why in self.missing.items()]
         return pd.DataFrame(rows, columns=["kind", "name", "written"])
 
+    def moved(self, folders: dict[Path, Path]) -> "Assembled":
+        """The same outputs with their paths in the folders they were moved to (staging -> target)."""
+        def relocated(paths: dict[str, Path]) -> dict[str, Path]:
+            return {fmt: folders[path.parent] / path.name for fmt, path in paths.items()}
+
+        return Assembled(tables={n: relocated(p) for n, p in self.tables.items()},
+                         figures={n: relocated(p) for n, p in self.figures.items()}, missing=dict(self.missing))
+
 
 def stamp_date() -> str:
     """``SOURCE_DATE_EPOCH`` as a UTC date when set (byte-identical reruns on any day), else today (UTC)."""
@@ -76,10 +91,11 @@ def config_files(profile: str) -> list[Path]:
 def recorded_run(eval_out: str | Path | None, ablation_results: str | Path | None, *, profile: str | None = None,
                  seed: int | None = None) -> tuple[str, int]:
     """(profile, seed) for the stamp: what the evaluation result files record (else the ablation's), so a
-    paper run re-rendered in reviewer mode is not stamped with a default; an explicit value must agree."""
+    paper run re-rendered in reviewer mode is not stamped with a default; an explicit value must agree.
+    A bad result or ablation file raises ResultFileError naming it."""
     records = load_results(eval_out) if eval_out and Path(eval_out, "results").is_dir() else []
     if not records and ablation_results and Path(ablation_results).is_file():
-        records = [json.loads(Path(ablation_results).read_text(encoding="utf-8"))]
+        records = [load_ablation(ablation_results)]
     chosen = {}
     for key, given, default in (("profile", profile, "tiny"), ("seed", seed, 0)):
         found = sorted({r[key] for r in records if r.get(key) is not None}, key=str)
@@ -111,7 +127,7 @@ def with_fresh(published: pd.DataFrame, fresh: pd.DataFrame, profile: str) -> pd
 
 def comparison_frame(fresh: pd.DataFrame, published: pd.DataFrame, ci: pd.DataFrame) -> pd.DataFrame:
     """Fresh vs published per cell, flattened to one index level so it renders as a table."""
-    long = compare(fresh, published, ci, models=[m for m in fresh.columns if m in published.columns])
+    long = compare_with_published(fresh, published, ci)
     long = long.reset_index()
     long.index = [f"{r} · {m}" for r, m in zip(long.pop("row"), long.pop("model"))]
     long.index.name = "Row · model"
@@ -120,11 +136,27 @@ def comparison_frame(fresh: pd.DataFrame, published: pd.DataFrame, ci: pd.DataFr
     return long
 
 
-def table3_with_counts(eval_out: Path | None) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a tables run reads, read and checked before anything is written."""
+
+    results: list[dict[str, Any]]  # evaluation results; empty where there are none
+    ablation: dict[str, Any] | None  # the encoder ablation's results.json, None where there is none
+    eval_out: Path | None
+    ablation_path: Path | None
+
+
+def read_inputs(eval_out: Path | None, ablation_results: Path | None) -> Inputs:
+    """Every result file and the ablation JSON, checked (ResultFileError names a bad file). A folder
+    without ``results/`` or no ablation file reads as "no results" (reported as missing, not an error)."""
+    results = load_results(eval_out) if eval_out is not None and (eval_out / "results").is_dir() else []
+    ablation = load_ablation(ablation_results) if ablation_results is not None and ablation_results.is_file() else None
+    return Inputs(results=results, ablation=ablation, eval_out=eval_out, ablation_path=ablation_results)
+
+
+def table3_with_counts(results: list[dict[str, Any]]) -> pd.DataFrame:
     frame = published_table(3)
-    if eval_out is None:
-        return frame
-    loaded = {r["benchmark"]: r["n"] for r in load_results(eval_out)}
+    loaded = {r["benchmark"]: r["n"] for r in results}
     if loaded:
         from medkit.reporting.published import load_published
 
@@ -135,43 +167,55 @@ def table3_with_counts(eval_out: Path | None) -> pd.DataFrame:
     return frame
 
 
-def result_tables(eval_out: Path | None, tables_dir: Path, stamp: Stamp, done: Assembled) -> dict[str, pd.DataFrame]:
+def result_tables(inputs: Inputs, tables_dir: Path, stamp: Stamp, done: Assembled) -> dict[str, pd.DataFrame]:
     """Tables 4-6 and the Figure 2 values; returns the fresh frames by table."""
     fresh_frames = {}
-    found = eval_out is not None and (eval_out / "results").is_dir()
     for table in RESULT_TABLES:
         name = f"table{table}" if table != "figure2" else "figure2_values"
         published = published_table(table)
-        fresh = results_frame(eval_out, table) if found else pd.DataFrame(index=published.index)
+        fresh = results_frame(inputs.results, table) if inputs.results else pd.DataFrame(index=published.index)
         if fresh.shape[1] == 0:
-            done.missing[f"{name}_vs_paper"] = f"no evaluation results for it under {eval_out}"
+            done.missing[f"{name}_vs_paper"] = f"no evaluation results for it under {inputs.eval_out}"
             done.tables[name] = render_table(published, name, tables_dir, stamp)
             continue
         fresh_frames[table] = fresh
         done.tables[name] = render_table(with_fresh(published, fresh, stamp.profile), name, tables_dir, stamp)
-        ci = results_ci_frame(eval_out, table)
+        ci = results_ci_frame(inputs.results, table)
         done.tables[f"{name}_vs_paper"] = render_table(comparison_frame(fresh, published, ci),
                                                         f"{name}_vs_paper", tables_dir, stamp)
     return fresh_frames
 
 
-def assemble(*, eval_out: str | Path | None, ablation_results: str | Path | None, tables_dir: str | Path,
-             figures_dir: str | Path, stamp: Stamp) -> Assembled:
-    """Write every table and figure (see the module docstring); no model is loaded."""
+def render_all(inputs: Inputs, tables_dir: Path, figures_dir: Path, stamp: Stamp) -> Assembled:
+    """Every table and figure from checked inputs, into the given (staging) folders."""
     from medkit.reporting.figures import figure1, figure2
 
-    tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
-    eval_out = Path(eval_out) if eval_out is not None else None
     done = Assembled()
     done.tables["table1"] = render_table(table1(), "table1", tables_dir, stamp)
     done.tables["table2"] = render_table(table2(), "table2", tables_dir, stamp)
-    done.tables["table3"] = render_table(table3_with_counts(eval_out), "table3", tables_dir, stamp)
-    fresh = result_tables(eval_out, tables_dir, stamp, done)
-    if ablation_results is not None and Path(ablation_results).is_file():
-        done.tables["figure1_values"] = render_table(ablation_table(ablation_results), "figure1_values",
+    done.tables["table3"] = render_table(table3_with_counts(inputs.results), "table3", tables_dir, stamp)
+    fresh = result_tables(inputs, tables_dir, stamp, done)
+    if inputs.ablation is not None:
+        done.tables["figure1_values"] = render_table(ablation_table(inputs.ablation), "figure1_values",
                                                      tables_dir, stamp)
-        done.figures["figure1"] = figure1(ablation_results, figures_dir, stamp)
+        done.figures["figure1"] = figure1(inputs.ablation, figures_dir, stamp)
     else:
-        done.missing["figure1"] = f"no encoder-ablation results at {ablation_results} (run notebook 02)"
+        done.missing["figure1"] = f"no encoder-ablation results at {inputs.ablation_path} (run notebook 02)"
     done.figures["figure2"] = figure2(figures_dir, fresh=fresh.get("figure2"), stamp=stamp)
     return done
+
+
+def assemble(*, eval_out: str | Path | None, ablation_results: str | Path | None, tables_dir: str | Path,
+             figures_dir: str | Path, stamp: Stamp) -> Assembled:
+    """Write every table and figure (see the module docstring); no model is loaded.
+
+    All or nothing: every input is read and checked first (a bad file raises ResultFileError naming it),
+    everything is rendered into staging folders beside ``tables_dir`` and ``figures_dir``, and only then
+    swapped in, removing the previous run's outputs this run does not produce (medkit.reporting.outputs);
+    on any failure both folders stay as they were."""
+    tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
+    inputs = read_inputs(Path(eval_out) if eval_out is not None else None,
+                         Path(ablation_results) if ablation_results is not None else None)
+    with staged_outputs(tables_dir, figures_dir) as (staged_tables, staged_figures):
+        done = render_all(inputs, staged_tables, staged_figures, stamp)
+    return done.moved({staged_tables: tables_dir, staged_figures: figures_dir})

@@ -17,14 +17,15 @@ Result files read (reviewer mode: no model needed):
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
+from medkit.reporting.inputs import check_ablation, load_result_files, read_ablation
 from medkit.reporting.provenance import Stamp
 from medkit.reporting.published import adapter_labels, model_labels, result_spec
 
@@ -190,10 +191,10 @@ def table2() -> pd.DataFrame:
 # ---------------------------------------------------------------- evaluation result files
 
 def load_results(eval_out: str | Path) -> list[dict[str, Any]]:
-    """Every ``results/<model>/<benchmark>.json`` under ``eval_out`` (per-item ``*.items.json`` skipped)."""
-    folder = Path(eval_out) / "results"
-    paths = sorted(p for p in folder.glob("*/*.json") if not p.name.endswith(".items.json"))
-    return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    """Every ``results/<model>/<benchmark>.json`` under ``eval_out`` (per-item ``*.items.json`` skipped),
+    each checked for what the tables read (:class:`~medkit.reporting.inputs.ResultFileError` names a bad
+    file; two files for one model and benchmark are refused)."""
+    return [record for _, record in load_result_files(eval_out)]
 
 
 def _scale(value: float | None, unit: str) -> float | None:
@@ -216,42 +217,69 @@ def metric_cell(metrics: dict[str, Any], metric: str, unit: str) -> tuple[float 
     return _scale(entry[key], unit), ci
 
 
-def _model_order(found: Iterable[str]) -> list[str]:
-    paper = model_labels()
-    found = set(found)
-    return [m for m in paper if m in found] + sorted(found - set(paper))
-
-
-def _result_cells(eval_out: str | Path, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    spec = result_spec(table)
+def column_names(models: Iterable[str]) -> dict[str, str]:
+    """Model name -> its column header: the paper's label where the name is a known adapter (``medkit`` ->
+    ``MedGPT-OSS``), else the name. Where several models would share a header (``medkit`` and
+    ``medgpt-oss-20b`` both stand for MedGPT-OSS), each gets ``<label> [<model>]``: two models' results
+    side by side, never one silently replacing the other's cells."""
     labels = adapter_labels()
-    by_key = {(labels.get(r["model"], r["model"]), r["benchmark"]): r for r in load_results(eval_out)}
-    models = _model_order(m for m, b in by_key if b in {row.benchmark for row in spec.rows})
-    values = pd.DataFrame(index=[r.label for r in spec.rows], columns=models, dtype=object)
+    wanted = {m: labels.get(m, m) for m in sorted(set(models))}
+    sharing = {label for label, count in Counter(wanted.values()).items() if count > 1}
+    return {m: f"{label} [{m}]" if label in sharing else label for m, label in wanted.items()}
+
+
+def _column_order(columns: dict[str, str]) -> list[str]:
+    """Headers in the paper's column order first (a shared label's columns together), then the rest sorted."""
+    label_of = _paper_columns(columns)
+    place = {label: i for i, label in enumerate(model_labels())}
+    return sorted(columns.values(), key=lambda c: (place.get(label_of.get(c), len(place)), c))
+
+
+def _paper_columns(columns: dict[str, str]) -> dict[str, str]:
+    """Fresh header -> the paper column it is compared with (only headers that stand for a paper column)."""
+    labels, paper = adapter_labels(), set(model_labels())
+    found = {header: labels.get(model, model) for model, header in columns.items()}
+    return {header: label for header, label in found.items() if label in paper}
+
+
+def _result_cells(records: list[dict[str, Any]], table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    spec = result_spec(table)
+    columns = column_names(r["model"] for r in records)  # over all tables: one model, one header everywhere
+    by_key = {(columns[r["model"]], r["benchmark"]): r for r in records}  # unique: load_results refuses repeats
+    benchmarks = {row.benchmark for row in spec.rows}
+    shown = {m: c for m, c in columns.items() if any((c, b) in by_key for b in benchmarks)}
+    headers = _column_order(shown)
+    values = pd.DataFrame(index=[r.label for r in spec.rows], columns=headers, dtype=object)
     cis = values.copy()
     for row in spec.rows:
-        for model in models:
-            result = by_key.get((model, row.benchmark))
+        for header in headers:
+            result = by_key.get((header, row.benchmark))
             value, ci = metric_cell(result["metrics"], row.metric, spec.unit) if result else (float("nan"), None)
-            values.at[row.label, model] = value
-            cis.at[row.label, model] = ci
+            values.at[row.label, header] = value
+            cis.at[row.label, header] = ci
     for frame in (values, cis):
         frame.index.name = "Dataset" if spec.unit == "percent" else "Metric"
         frame.attrs.update(caption=f"Fresh run, {spec.caption}", unit=spec.unit, decimals=spec.decimals,
                            missing=NOT_RUN, benchmarks=[r.benchmark for r in spec.rows],
-                           metrics=[r.metric for r in spec.rows])
+                           metrics=[r.metric for r in spec.rows], paper_columns=_paper_columns(shown))
     return values, cis
 
 
-def results_frame(eval_out: str | Path, table: str) -> pd.DataFrame:
+def _records(results: str | Path | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return results if isinstance(results, list) else load_results(results)
+
+
+def results_frame(eval_out: str | Path | list[dict[str, Any]], table: str) -> pd.DataFrame:
     """Fresh results for table '4' / '5' / '6' / 'figure2' in the published layout (rows as printed,
-    columns = models found, paper labels where the folder name is a known adapter). Missing = NaN."""
-    return _result_cells(eval_out, str(table))[0]
+    columns = models found, paper labels where the folder name is a known adapter, see
+    :func:`column_names`). Missing = NaN. ``eval_out``: the eval output folder, or its loaded results.
+    ``frame.attrs["paper_columns"]``: header -> the paper column it stands for."""
+    return _result_cells(_records(eval_out), str(table))[0]
 
 
-def results_ci_frame(eval_out: str | Path, table: str) -> pd.DataFrame:
+def results_ci_frame(eval_out: str | Path | list[dict[str, Any]], table: str) -> pd.DataFrame:
     """Same shape as :func:`results_frame`: each cell (ci_low, ci_high) in display units, or None."""
-    return _result_cells(eval_out, str(table))[1]
+    return _result_cells(_records(eval_out), str(table))[1]
 
 
 # ---------------------------------------------------------------- fresh vs published
@@ -279,12 +307,22 @@ def compare(fresh: pd.DataFrame, published: pd.DataFrame, ci: pd.DataFrame | Non
     return frame.set_index(["row", "model"])
 
 
+def compare_with_published(fresh: pd.DataFrame, published: pd.DataFrame, ci: pd.DataFrame | None = None) -> pd.DataFrame:
+    """:func:`compare` of every fresh column that stands for a paper column against that column, also where
+    the fresh header is disambiguated (``MedGPT-OSS [medkit]`` against the paper's ``MedGPT-OSS``)."""
+    paper = fresh.attrs.get("paper_columns", {c: c for c in fresh.columns})
+    pairs = {c: paper[c] for c in fresh.columns if paper.get(c) in published.columns}
+    beside = pd.DataFrame({c: published[p] for c, p in pairs.items()}, index=published.index)
+    return compare(fresh, beside, ci, models=list(pairs))
+
+
 # ---------------------------------------------------------------- encoder ablation (Figure 1)
 
 def load_ablation(results: str | Path | dict) -> dict[str, Any]:
+    """The ablation's results, checked for what Figure 1 reads (a bad file raises ResultFileError naming it)."""
     if isinstance(results, dict):
-        return results
-    return json.loads(Path(results).read_text(encoding="utf-8"))
+        return check_ablation(results, "the ablation results")
+    return read_ablation(results)
 
 
 def ablation_table(results: str | Path | dict) -> pd.DataFrame:
