@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from medkit.config import ConfigError
+
+DEFAULT_EVAL_OUT = "runs/notebooks/eval"
+DEFAULT_ABLATION = "runs/notebooks/ablation/results.json"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a count that must be at least 1 (refused before any data or model is read)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def result_name(text: str) -> str:
+    """An argparse type: a result-folder name (results/<name>/), so no path separators or dot names."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits, '.', '_' and '-' (a folder name)")
+    return text
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -132,16 +154,23 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
+TABLE_SELECTIONS = {"table4": "4", "table5": "5", "table6": "6", "figure2": "figure2"}
+
+
 def benchmark_selection(names: list[str]) -> list[str]:
-    """Names, or ``all`` / ``table4`` / ``table5`` / ``table6`` / ``figure2``."""
+    """Names, or ``all`` / ``table4`` / ``table5`` / ``table6`` / ``figure2``; anything else is an error
+    (``table7`` would otherwise select nothing and "succeed" having run nothing)."""
     from medkit.eval.benchmarks import benchmark_names, get_benchmark
 
     selected = []
     for name in names:
         if name == "all":
             selected += benchmark_names()
-        elif name.startswith("table") or name == "figure2":
-            selected += benchmark_names(table=name.removeprefix("table"))
+        elif name in TABLE_SELECTIONS:
+            selected += benchmark_names(table=TABLE_SELECTIONS[name])
+        elif re.fullmatch(r"(table|figure)\d+", name):
+            raise ValueError(f"--benchmarks {name}: no such table; the evaluated ones are "
+                             f"{', '.join(TABLE_SELECTIONS)} (or all, or benchmark names)")
         else:
             selected.append(get_benchmark(name).name)
     return list(dict.fromkeys(selected))
@@ -165,8 +194,10 @@ def benchmark_options(values: list[str]) -> dict[str, dict]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from medkit.eval.parallel import AdapterSource, open_adapter
-    from medkit.eval.runner import EvalRequest, plan_eval, run_eval
+    from medkit.eval.runner import EvalRequest, plan_eval, preflight, run_eval
 
+    if args.resume and args.rescore:
+        raise ValueError("--resume continues decoding, --rescore never decodes: pass one of them")
     names = benchmark_selection(args.benchmarks)  # checked before a model is loaded
     corpus = None if args.data_root else Path(args.corpus)
     if corpus is not None and not (corpus / "manifest.json").is_file():
@@ -177,12 +208,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           data_root=Path(args.data_root) if args.data_root else None, corpus_dir=corpus,
                           limit=args.limit, resume=args.resume, profile=args.profile, batch_size=args.batch_size,
                           max_new_tokens=args.max_new_tokens, options=benchmark_options(args.option or []),
-                          nproc=args.nproc)
-    adapter = open_adapter(AdapterSource(args.model, profile=args.profile, reasoning_effort=args.reasoning_effort))
+                          nproc=args.nproc, replace=args.replace)
     if args.dry_run:
+        adapter = open_adapter(AdapterSource(args.model, profile=args.profile, name=args.name,
+                                             reasoning_effort=args.reasoning_effort))
         print(format_eval_plan(plan_eval(adapter, request), request.nproc))
         return 0
-    for result in run_eval(adapter, request, generate=not args.rescore):
+    loaded = preflight(request)  # every setting and native file, before the model is opened
+    adapter = open_adapter(AdapterSource(args.model, profile=args.profile, name=args.name,
+                                         reasoning_effort=args.reasoning_effort))
+    for result in run_eval(adapter, request, generate=not args.rescore, loaded=loaded):
         print(format_result(result))
     return 0
 
@@ -229,11 +264,23 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     return 1 if stopped else 0
 
 
+def tables_inputs(args: argparse.Namespace) -> tuple[str, str]:
+    """(eval folder, ablation results): a folder or file named on the command line must exist (a typo
+    would otherwise give published-only tables and exit 0); the defaults may be absent (not run yet)."""
+    if args.eval_out is not None and not Path(args.eval_out, "results").is_dir():
+        raise FileNotFoundError(f"--eval-out {args.eval_out}: no results/ folder there (an eval writes "
+                                "OUT/results/<model>/<benchmark>.json)")
+    if args.ablation is not None and not Path(args.ablation).is_file():
+        raise FileNotFoundError(f"--ablation {args.ablation}: no such file (the ablation writes results.json)")
+    return args.eval_out or DEFAULT_EVAL_OUT, args.ablation or DEFAULT_ABLATION
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from medkit.reporting.assemble import assemble, recorded_run, run_stamp
 
-    profile, seed = recorded_run(args.eval_out, args.ablation, profile=args.profile, seed=args.seed)
-    done = assemble(eval_out=args.eval_out, ablation_results=args.ablation, tables_dir=args.tables_dir,
+    eval_out, ablation = tables_inputs(args)
+    profile, seed = recorded_run(eval_out, ablation, profile=args.profile, seed=args.seed)
+    done = assemble(eval_out=eval_out, ablation_results=ablation, tables_dir=args.tables_dir,
                     figures_dir=args.figures_dir, stamp=run_stamp(profile, seed))
     print(done.frame().to_string(index=False))
     return 0
@@ -241,6 +288,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medkit", description="MedGPT-OSS reproducibility kit")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("summary", help="parameter counts per part and visual tokens per encoder")
@@ -257,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="one curriculum stage through DeepSpeed ZeRO-3 on N ranks")
     p.add_argument("--stage", required=True, help="pretrain, midtrain or instruct")
     p.add_argument("--profile", default="tiny")
-    p.add_argument("--nproc", type=int, default=1, help="ranks per node (GPUs, or CPU processes)")
+    p.add_argument("--nproc", type=positive_int, default=1, help="ranks per node (GPUs, or CPU processes)")
     p.add_argument("--vision-schedule", default="table2", choices=["table2", "text"])
     p.add_argument("--corpus", default="runs/corpus", help="the synthetic corpus (tiny profile; made if missing)")
     p.add_argument("--data-root", default=None, help="folder of the Table 1 datasets, one sub-folder each "
@@ -265,12 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leakage-report", default=None, help="a leakage audit's JSON: its training ids are excluded")
     p.add_argument("--skip-missing", action="store_true", help="train on the mixture's datasets that are present")
     p.add_argument("--out", default="runs/train", help="stage outputs go to OUT/<stage>/")
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--per-device-batch-size", type=int, default=None, help="samples per rank per micro-step, "
+    p.add_argument("--max-steps", type=positive_int, default=None)
+    p.add_argument("--per-device-batch-size", type=positive_int, default=None, help="samples per rank per micro-step, "
                    "packed into rows of <= max_length tokens (default: the profile's, else Table 2's 16)")
-    p.add_argument("--global-batch-size", type=int, default=None, help="samples per optimizer step (default: the "
+    p.add_argument("--global-batch-size", type=positive_int, default=None, help="samples per optimizer step (default: the "
                    "profile's, else 128); accumulation = global / (per-device x nproc x nnodes)")
-    p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps instead of the stage's "
+    p.add_argument("--save-steps", type=positive_int, default=None, help="checkpoint every N steps instead of the stage's "
                    "interval (every 6 h); rerunning a killed stage resumes from the newest complete one")
     p.add_argument("--save-minutes", type=float, default=None, help="checkpoint every N minutes of training "
                    "(with --save-steps: whichever comes first)")
@@ -279,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print world size, batches, DeepSpeed config, attention, "
                    "checkpoints and data counts; start no rank, compose or load no model")
     p.add_argument("--launcher", default="torchrun", choices=["torchrun", "deepspeed"])
-    p.add_argument("--nnodes", type=int, default=1, help="nodes (torchrun: run the command on each node)")
+    p.add_argument("--nnodes", type=positive_int, default=1, help="nodes (torchrun: run the command on each node)")
     p.add_argument("--node-rank", type=int, default=0, help="torchrun: this node's index")
     p.add_argument("--master-addr", default=None, help="address of node 0 (multi-node)")
     p.add_argument("--master-port", type=int, default=None)
@@ -295,15 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", default="all", help="pretrain, midtrain, instruct, all, or ablation (the LoRA "
                    "encoder ablation's two phases)")
     p.add_argument("--hardware", default="h100-sxm", help="a GPU of medkit/configs/hardware.yaml")
-    p.add_argument("--gpus", type=int, default=8, help="GPUs per node")
-    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus", type=positive_int, default=8, help="GPUs per node")
+    p.add_argument("--nodes", type=positive_int, default=1)
     p.add_argument("--tokens", type=float, default=None, help="training tokens, for the FLOPs-based estimate")
     p.add_argument("--mfu", type=float, default=0.25, help="assumed model FLOPs utilisation for that estimate")
     p.add_argument("--profile", default="paper")
     p.add_argument("--vision-schedule", default="table2", choices=["table2", "text"])
-    p.add_argument("--sample-tokens", type=int, default=2000, help="a typical sample's tokens, for the "
+    p.add_argument("--sample-tokens", type=positive_int, default=2000, help="a typical sample's tokens, for the "
                    "micro-step's memory (default: one image at 13 tiles and a short turn)")
-    p.add_argument("--sample-tiles", type=int, default=13, help="a typical sample's image tiles")
+    p.add_argument("--sample-tiles", type=positive_int, default=13, help="a typical sample's image tiles")
     p.add_argument("--disk-gbps", type=float, default=2.0, help="checkpoint write speed, GB/s (an assumption)")
     p.set_defaults(func=cmd_plan)
 
@@ -313,16 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="folder of the config's data files (tiny: generated corpus)")
     p.add_argument("--config", default=None, help="ablation YAML (default: the profile's shipped config)")
     p.add_argument("--encoders", nargs="+", default=None, help="a subset of the config's encoders")
-    p.add_argument("--nproc", type=int, default=None, help="ranks per node through DeepSpeed ZeRO-3 (default: every "
+    p.add_argument("--nproc", type=positive_int, default=None, help="ranks per node through DeepSpeed ZeRO-3 (default: every "
                    "visible GPU; tiny profile without any launch option: in this process, no DeepSpeed)")
     p.add_argument("--launcher", default=None, choices=["torchrun", "deepspeed"], help="default: torchrun")
-    p.add_argument("--nnodes", type=int, default=1, help="nodes (--launcher deepspeed with --hostfile: one command "
+    p.add_argument("--nnodes", type=positive_int, default=1, help="nodes (--launcher deepspeed with --hostfile: one command "
                    "starts them all)")
     p.add_argument("--hostfile", default=None, help="deepspeed launcher: the nodes and their GPU slots")
     p.add_argument("--master-addr", default=None, help="address of node 0 (multi-node)")
     p.add_argument("--master-port", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=None, help="cap every phase at N steps (a quick check)")
-    p.add_argument("--eval-limit", type=int, default=None, help="first N held-out items per evaluation file")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="cap every phase at N steps (a quick check)")
+    p.add_argument("--eval-limit", type=positive_int, default=None, help="first N held-out items per evaluation file")
     p.add_argument("--dry-run", action="store_true", help="print encoders, phases, steps, batches, world size, "
                    "DeepSpeed config and trainable parameters per phase; start no rank, compose or load no model")
     p.set_defaults(func=cmd_ablation)
@@ -335,11 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="folder of the native releases (omit: synthetic counterparts)")
     p.add_argument("--corpus", default="runs/corpus", help="synthetic corpus for the counterparts")
     p.add_argument("--out", default="runs/eval", help="predictions/ and results/ go here")
-    p.add_argument("--limit", type=int, default=None, help="first N items per benchmark")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts decoded together per rank")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="new tokens per item for every benchmark "
-                   "(default: each benchmark's budget, or the profile's eval.max_new_tokens)")
-    p.add_argument("--nproc", type=int, default=1, help="data-parallel ranks; each gets an equal share of the "
+    p.add_argument("--name", type=result_name, default=None, help="the results' folder name and table label "
+                   "(default for a checkpoint: its last two path parts and weights hash, e.g. "
+                   "instruct-model-1a2b3c4d)")
+    p.add_argument("--replace", action="store_true", help="results/<name>/ holds another model's results: "
+                   "remove them (without it that is an error)")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N items per benchmark")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="prompts decoded together per rank")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None, help="new tokens per item for every "
+                   "benchmark (default: each benchmark's budget, or the profile's eval.max_new_tokens)")
+    p.add_argument("--nproc", type=positive_int, default=1, help="data-parallel ranks; each gets an equal share of the "
                    "visible GPUs (a model that needs two GPUs: --nproc = GPUs / 2), or of the CPU cores")
     p.add_argument("--reasoning-effort", default=None, choices=["low", "medium", "high"],
                    help="GPT-oss's harmony reasoning setting for a medkit checkpoint (default: the profile's, low)")
@@ -366,8 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_notebooks)
 
     p = sub.add_parser("tables", help="every paper table and figure from result files alone (no model)")
-    p.add_argument("--eval-out", default="runs/notebooks/eval", help="the eval output folder (holds results/)")
-    p.add_argument("--ablation", default="runs/notebooks/ablation/results.json", help="the ablation's results.json")
+    p.add_argument("--eval-out", default=None, help=f"the eval output folder (holds results/); default "
+                   f"{DEFAULT_EVAL_OUT}, used when present")
+    p.add_argument("--ablation", default=None, help=f"the ablation's results.json; default {DEFAULT_ABLATION}, "
+                   "used when present")
     p.add_argument("--tables-dir", default="paper_tables")
     p.add_argument("--figures-dir", default="figures")
     p.add_argument("--profile", default=None, help="profile the results came from (default: as the result "
@@ -378,15 +433,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the main job on a profile (tiny: corpus -> train -> held-out loss)")
     p.add_argument("--profile", default="tiny")
     p.add_argument("--run-dir", default=None, help="default: runs/<profile>-<timestamp>")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default from the profile's job)")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps (default from the profile's job)")
     p.set_defaults(func=cmd_reproduce)
     return parser
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What bad input, bad data or the file system raise: one error line, exit 2 (no traceback)."""
+    import yaml
+
+    from medkit.eval.parallel import EvalRankError
+
+    return ConfigError, OSError, ValueError, yaml.YAMLError, EvalRankError
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.debug:
+        return args.func(args)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except user_errors() as e:
         print(f"medkit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug, not bad input: still one line, the traceback with --debug
+        print(f"medkit {args.command}: error: unexpected {type(e).__name__}: {e} (rerun with --debug for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 1

@@ -62,8 +62,9 @@ def test_two_ranks_give_the_predictions_and_results_of_one_process(tmp_path, cor
         assert two == one and not shards  # same lines, every shard folded in
     assert [r["metrics"] for r in sharded] == [r["metrics"] for r in single]
     for name in BENCHMARKS:  # per-item files identical too
-        assert ((tmp_path / "two/results/model" / f"{name}.items.json").read_text()
-                == (tmp_path / "one/results/model" / f"{name}.items.json").read_text())
+        (two_items,) = (tmp_path / "two/results").glob(f"*/{name}.items.json")
+        (one_items,) = (tmp_path / "one/results").glob(f"*/{name}.items.json")
+        assert two_items.read_text() == one_items.read_text()
     logs = sorted((tmp_path / "two/parallel").glob("rank*.log"))
     assert [p.name for p in logs] == ["rank0.log", "rank1.log"]
 
@@ -78,16 +79,15 @@ def test_a_killed_two_rank_run_resumes_on_one_rank_and_the_reverse(tmp_path, cor
            "--corpus", str(corpus), "--out", str(out), "--limit", "30", "--max-new-tokens", "6",
            "--batch-size", "3", "--nproc", "2"]
     run = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    folder = out / "predictions" / "model" / "medqa"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and run.poll() is None:
-        if sum(p.read_bytes().count(b"\n") for p in folder.glob("*.rank*.jsonl")) >= 3:
+        if sum(p.read_bytes().count(b"\n") for p in out.glob("predictions/*/medqa/*.rank*.jsonl")) >= 3:
             break
         time.sleep(0.05)
     assert run.poll() is None, "the 2-rank run finished before it could be killed"
     os.killpg(run.pid, signal.SIGKILL)  # the parent and both ranks, mid-run
     run.wait()
-    assert list(folder.glob("*.rank*.jsonl"))  # partial shards left behind
+    assert list(out.glob("predictions/*/medqa/*.rank*.jsonl"))  # partial shards left behind
     assert main(cmd[3:-2] + ["--nproc", "1", "--resume"]) == 0
     resumed, shards = stored(out, "medqa")
     assert resumed == reference and not shards
@@ -97,7 +97,7 @@ def test_a_killed_two_rank_run_resumes_on_one_rank_and_the_reverse(tmp_path, cor
     partial = dict(list(reference.items())[:7])
     run_eval(open_adapter(AdapterSource(str(checkpoint))), request(out2, corpus, benchmarks=["medqa"], limit=1),
              progress=False)  # creates the store and its key file (a 1-item run of the same key)
-    store_file = next(p for p in (out2 / "predictions/model/medqa").glob("*.jsonl") if ".rank" not in p.name)
+    store_file = next(p for p in out2.glob("predictions/*/medqa/*.jsonl") if ".rank" not in p.name)
     store_file.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in partial.values()))
     run_eval(open_adapter(AdapterSource(str(checkpoint))),
              request(out2, corpus, benchmarks=["medqa"], limit=30, nproc=2, resume=True), progress=False)
@@ -225,7 +225,7 @@ def test_cli_eval_reasoning_effort_changes_the_prompt_and_the_key(tmp_path, corp
             "--max-new-tokens", "4"]
     assert main(base + ["--out", str(tmp_path / "low")]) == 0
     assert main(base + ["--out", str(tmp_path / "high"), "--reasoning-effort", "high"]) == 0
-    keys = [json.loads(next((tmp_path / e / "predictions/model/medqa").glob("*.key.json")).read_text())
+    keys = [json.loads(next((tmp_path / e).glob("predictions/*/medqa/*.key.json")).read_text())
             for e in ("low", "high")]
     assert [k["model"]["template"]["reasoning_effort"] for k in keys] == ["low", "high"]
     low, high = (stored(tmp_path / e, "medqa")[0] for e in ("low", "high"))
@@ -233,7 +233,9 @@ def test_cli_eval_reasoning_effort_changes_the_prompt_and_the_key(tmp_path, corp
     capsys.readouterr()
     assert main(base + ["--out", str(tmp_path / "x"), "--profile", "paper"]) == 2
     assert "omit --profile" in capsys.readouterr().err
-    assert main(base + ["--out", str(tmp_path / "y"), "--nproc", "0"]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse refuses it before anything runs
+        main(base + ["--out", str(tmp_path / "y"), "--nproc", "0"])
+    assert refused.value.code == 2 and not (tmp_path / "y").exists()
     assert main(base + ["--out", str(tmp_path / "z"), "--option", "medqa"]) == 2
     assert "BENCHMARK.NAME=VALUE" in capsys.readouterr().err
 

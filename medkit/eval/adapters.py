@@ -60,6 +60,39 @@ def safetensors_files(path: Path) -> list[Path]:
     return sorted(path.glob("*.safetensors"))
 
 
+def check_safetensors(path: Path) -> None:
+    """A safetensors file whose header and tensor data are whole, read from its header alone (8 bytes of
+    header length, the JSON header, each tensor's data offsets): a truncated copy is named here, before any
+    weight loads, instead of failing deep in the loader with a message that names no file."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        header_length = int.from_bytes(head, "little") if len(head) == 8 else None
+        if header_length is None or 8 + header_length > size:
+            raise ValueError(f"{path}: truncated or not a safetensors file (header cut off; file is {size:,} bytes)")
+        try:
+            header = json.loads(f.read(header_length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"{path}: corrupt safetensors header (not JSON)") from None
+    ends = [t["data_offsets"][1] for name, t in header.items() if name != "__metadata__" and isinstance(t, dict)
+            and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2]
+    needed = 8 + header_length + max(ends, default=0)
+    if needed > size:
+        raise ValueError(f"{path}: truncated safetensors file: its header needs {needed:,} bytes, the file has "
+                         f"{size:,}; copy or save the checkpoint again")
+
+
+def default_result_name(checkpoint: Path, weights_sha256: str) -> str:
+    """A readable result-folder name that tells checkpoints apart: the checkpoint's last two path parts
+    (``instruct-model``: every stage saves to ``<stage>/model``) and the first 8 digits of its weights."""
+    parts = [safe_part(p) for p in checkpoint.resolve().parts[-2:] if safe_part(p)]
+    return "-".join([*parts, weights_sha256[:8]])
+
+
+def safe_part(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("._")
+
+
 def weights_fingerprint(model: PreTrainedModel | None, path: Path | None) -> str:
     """sha256 of the checkpoint's safetensors files, or of the in-memory weights when there is no file."""
     files = safetensors_files(path) if path is not None else []
@@ -90,13 +123,13 @@ class MedkitAdapter:
     """
 
     def __init__(self, model: PreTrainedModel | None, processor: MedGPTOssProcessor, profile: Profile,
-                 name: str = "medkit", checkpoint: Path | None = None, dtype: str | None = None):
+                 name: str | None = "medkit", checkpoint: Path | None = None, dtype: str | None = None):
         if model is None and checkpoint is None:
             raise ValueError("MedkitAdapter needs a model or a checkpoint folder")
         self._model = model.eval() if model is not None else None
         self.processor = processor
         self.profile = profile
-        self.name = name
+        self._name = name  # None: derived from the checkpoint path and weights (default_result_name)
         self.checkpoint = checkpoint
         self.dtype = dtype or (str(model.dtype).removeprefix("torch.") if model is not None else profile.model.dtype)
         self._weights: str | None = None
@@ -112,13 +145,29 @@ class MedkitAdapter:
 
         checkpoint = Path(checkpoint)
         config = checkpoint_config(checkpoint)
+        for weights in safetensors_files(checkpoint):
+            check_safetensors(weights)
         profile = checkpoint_profile(checkpoint, profile)
         if reasoning_effort is not None:
             profile.chat = replace(profile.chat, reasoning_effort=reasoning_effort)
         tokenizer = load_tokenizer(str(checkpoint))
         processor = MedGPTOssProcessor.for_model(MedGPTOssConfig.from_pretrained(checkpoint), tokenizer, profile)
         dtype = checkpoint_dtype(config) or profile.model.dtype
-        return cls(None, processor, profile, name or checkpoint.name, checkpoint, dtype=dtype)
+        return cls(None, processor, profile, name, checkpoint, dtype=dtype)
+
+    @property
+    def name(self) -> str:
+        """Where this model's results go (``results/<name>/``) and how the tables label it: the given name,
+        else one made of the checkpoint's path and weights hash (never the bare folder name ``model``
+        that every training stage shares)."""
+        if self._name is None:
+            self._name = (default_result_name(self.checkpoint, self.fingerprint()["weights_sha256"])
+                          if self.checkpoint is not None else "medkit")
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
 
     @property
     def model(self) -> PreTrainedModel:

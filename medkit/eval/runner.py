@@ -15,12 +15,24 @@ merged predictions are too.
 Generation budget: each benchmark's own (``Benchmark.max_new_tokens``: room for GPT-oss's analysis
 channel before the answer; decoding stops at ``<|return|>``), unless ``max_new_tokens`` overrides it.
 The value used is part of the store key and recorded in the result file.
+
+Reliability: the whole selection (settings, names, options, every native file) is checked before any
+model loads or any store is touched (:func:`preflight`); each store is held under an exclusive lock for
+the run; every read of a store (resume and rescore) checks each item's prompt hash against the data as it
+is now; and the result files of a run are written into a staging folder and moved into
+``results/<name>/`` only when every benchmark scored, so a failure leaves the earlier results as they
+were. ``<name>`` is the user's (``--name``) or, for a medkit checkpoint, one derived from its path and
+weights hash; a name already holding results of another model is refused unless ``replace``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,7 +43,8 @@ from medkit.data.schema import Sample
 from medkit.eval.adapters import ModelAdapter, prompt_hash
 from medkit.eval.benchmarks import Benchmark, LoadedBenchmark, get_benchmark, load_benchmark
 from medkit.eval.generation import DecodeSettings
-from medkit.eval.store import Prediction, PredictionStore, StoreError, check_prompt, prediction_from
+from medkit.eval.store import (Prediction, PredictionStore, StoreError, canonical_hash, check_prompts,
+                               prediction_from)
 
 ROOT = Path("/")  # benchmark items carry absolute image paths
 
@@ -52,13 +65,14 @@ class EvalRequest:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # benchmark -> native-loader options
     nproc: int = 1  # data-parallel ranks
     profile_max_new_tokens: int | None = None  # the evaluated profile's eval.max_new_tokens (see budget)
+    replace: bool = False  # results/<name>/ may hold another model's results: remove them (else an error)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "nproc"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.max_new_tokens is not None and (not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1):
-            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        for name in ("batch_size", "nproc", "max_new_tokens", "limit", "n_boot"):
+            value = getattr(self, name)
+            optional = name in ("max_new_tokens", "limit")
+            if not (optional and value is None) and (type(value) is not int or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
     def budget(self, benchmark: Benchmark) -> tuple[int, str]:
         """(new tokens, where the number comes from): the request's override, else the profile's
@@ -88,15 +102,14 @@ def open_store(adapter: ModelAdapter, loaded: LoadedBenchmark, request: EvalRequ
 
 
 def pending_items(items: Sequence[Sample], done: dict[str, Prediction], store: PredictionStore) -> list[Sample]:
-    """Items without a stored prediction; a stored one whose prompt changed is an error."""
-    todo = []
-    for sample in items:
-        stored = done.get(sample.id)
-        if stored is None:
-            todo.append(sample)
-        else:
-            check_prompt(stored, prompt_hash(sample, ROOT), str(store.path))
-    return todo
+    """Items without a stored prediction; a stored one whose prompt changed is an error naming the items."""
+    check_stored_prompts(items, done, store)
+    return [sample for sample in items if sample.id not in done]
+
+
+def check_stored_prompts(items: Sequence[Sample], done: dict[str, Prediction], store: PredictionStore) -> None:
+    """Each stored prediction must come from the item's prompt as it is now (resume and rescore alike)."""
+    check_prompts({s.id: prompt_hash(s, ROOT) for s in items if s.id in done}, done, str(store.path))
 
 
 def prompt_length(adapter: ModelAdapter, sample: Sample) -> int:
@@ -193,11 +206,61 @@ REPORT_METRICS = {
 }
 
 
-def write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+def model_identity(adapter: ModelAdapter) -> dict[str, Any]:
+    """What a result folder is keyed by: the hash of the adapter's fingerprint (weights and the settings
+    that change outputs) and, for a checkpoint, its weights' sha256 and path."""
+    fingerprint = adapter.fingerprint()
+    checkpoint = getattr(adapter, "checkpoint", None)
+    return {"model_fingerprint": canonical_hash(fingerprint), "weights_sha256": fingerprint.get("weights_sha256"),
+            "model_path": str(Path(checkpoint).resolve()) if checkpoint is not None else None}
+
+
+def results_folder(request: EvalRequest, adapter: ModelAdapter) -> Path:
+    return request.out_dir / "results" / adapter.name
+
+
+def check_results_owner(folder: Path, identity: dict[str, Any], replace_other: bool) -> bool:
+    """Whether ``folder`` holds another model's results (to be replaced); without ``replace_other`` that
+    is an error, so evaluating a second checkpoint under one name never silently overwrites the first."""
+    others = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path.name.endswith(".items.json"):
+            continue
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8")).get("model_fingerprint")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            recorded = "unreadable"
+        if recorded != identity["model_fingerprint"]:
+            others.append((path, recorded))
+    if others and not replace_other:
+        path, recorded = others[0]
+        raise StoreError(f"{folder} holds results of other weights or model settings ({path.name}: fingerprint "
+                         f"{recorded}; this model: {identity['model_fingerprint']}, weights "
+                         f"{identity['weights_sha256']}); evaluate under another --name, or pass --replace to "
+                         "remove those results")
+    return bool(others)
+
+
+def write_result_set(folder: Path, files: dict[str, Any], replace_folder: bool) -> None:
+    """Write a run's result files as a set: into a staging folder beside ``folder``, then moved in only when
+    every file is written, so a full disk or a failure leaves the earlier results untouched and no stray
+    file. ``replace_folder``: the earlier folder (another model's results) is swapped out whole."""
+    staging = folder.parent / f".{folder.name}.staging-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir(parents=True)
+        for name, value in files.items():
+            (staging / name).write_text(json.dumps(value, indent=2, sort_keys=True, default=str), encoding="utf-8")
+        if replace_folder and folder.exists():
+            retired = folder.parent / f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}"
+            folder.rename(retired)
+            staging.rename(folder)
+            shutil.rmtree(retired)
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in sorted(files, key=lambda n: not n.endswith(".items.json")):  # per-item rows first
+            os.replace(staging / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @dataclass
@@ -219,7 +282,9 @@ class PreparedBenchmark:
 
 
 def check_selection(request: EvalRequest) -> None:
-    """Every name and every option checked before any data is read or model time spent."""
+    """Every name, every option and the output folder checked before any data is read or model time spent."""
+    if request.out_dir.exists() and not request.out_dir.is_dir():
+        raise NotADirectoryError(f"output folder {request.out_dir} is a file, not a folder")
     for name in request.benchmarks:
         get_benchmark(name)
     repeated = sorted({n for n in request.benchmarks if request.benchmarks.count(n) > 1})
@@ -244,13 +309,25 @@ def load_selection(request: EvalRequest) -> list[LoadedBenchmark]:
     return loaded
 
 
+def preflight(request: EvalRequest) -> list[LoadedBenchmark]:
+    """The whole selection checked and loaded (names, options, output folder, every native file and
+    record) before any model loads, any store is opened or any rank starts."""
+    check_selection(request)
+    return load_selection(request)
+
+
 def prepare(adapter: ModelAdapter, loaded: LoadedBenchmark, request: EvalRequest, generate: bool) -> PreparedBenchmark:
+    """Open the store (the caller holds its lock), check every stored prompt against the data as it is now
+    and cut what is missing into batches (rescoring: nothing to decode)."""
     store = open_store(adapter, loaded, request)
     settings = request.settings(loaded.benchmark)
     batches: list[list[Sample]] = []
     if generate:
         done = store.open(resume=request.resume)
         batches = length_batches(adapter, pending_items(loaded.items, done, store), request.batch_size)
+    else:
+        store.merge_shards()  # a killed --nproc run's shards count as stored
+        check_stored_prompts(loaded.items, store.read(), store)
     return PreparedBenchmark(loaded, store, settings, batches)
 
 
@@ -266,26 +343,26 @@ def decode_here(adapter: ModelAdapter, prepared: Sequence[PreparedBenchmark], pr
     return seconds
 
 
-def finish(adapter: ModelAdapter, job: PreparedBenchmark, request: EvalRequest,
-           decode_seconds: float | None, parallel_seconds: float | None = None) -> dict[str, Any]:
-    """Score one benchmark from its store alone and write its result and per-item files.
+def finish(adapter: ModelAdapter, job: PreparedBenchmark, request: EvalRequest, decode_seconds: float | None,
+           parallel_seconds: float | None = None, identity: dict[str, Any] | None = None) -> tuple[dict, list]:
+    """Score one benchmark from its store alone: (result, per-item rows), written by the caller as a set.
 
     ``decode_seconds``: this benchmark's decoding in one process; ``parallel_seconds``: the ranks' whole
     decode phase (every benchmark of the run together), when ranks decoded it."""
     job.store.merge_shards()
     benchmark, items = job.loaded.benchmark, job.loaded.items
-    metrics, rows = score(benchmark, items, job.store.read(), request.n_boot, request.seed)
+    stored = job.store.read()
+    check_stored_prompts(items, stored, job.store)  # what the ranks appended too
+    metrics, rows = score(benchmark, items, stored, request.n_boot, request.seed)
     result = {"benchmark": benchmark.name, "title": benchmark.title, "table": benchmark.table, "model": adapter.name,
-              "profile": request.profile, "seed": request.seed,
+              **(identity or model_identity(adapter)), "profile": request.profile, "seed": request.seed,
               "source": "native" if request.data_root is not None else "synthetic",
               "n": len(items), "count_note": job.loaded.count_note, "options": job.loaded.options,
               "max_new_tokens": job.settings.max_new_tokens,
               "max_new_tokens_from": request.budget(benchmark)[1],
               "metrics": metrics, "store": str(job.store.path), "generated_now": job.pending,
               "nproc": request.nproc, "decode_seconds": decode_seconds, "parallel_decode_seconds": parallel_seconds}
-    write_json(request.out_dir / "results" / adapter.name / f"{benchmark.name}.json", result)
-    write_json(request.out_dir / "results" / adapter.name / f"{benchmark.name}.items.json", rows)
-    return result
+    return result, rows
 
 
 def plan_eval(adapter: ModelAdapter, request: EvalRequest) -> list[dict[str, Any]]:
@@ -318,19 +395,33 @@ def with_adapter_profile(adapter: ModelAdapter, request: EvalRequest) -> EvalReq
                    profile_max_new_tokens=request.profile_max_new_tokens or profile.eval.max_new_tokens)
 
 
-def run_eval(adapter: ModelAdapter, request: EvalRequest, *, generate: bool = True,
-             progress: bool = True) -> list[dict[str, Any]]:
-    """Generate what the stores lack for every selected benchmark (on ``request.nproc`` ranks), then score."""
+def run_eval(adapter: ModelAdapter, request: EvalRequest, *, generate: bool = True, progress: bool = True,
+             loaded: Sequence[LoadedBenchmark] | None = None) -> list[dict[str, Any]]:
+    """Generate what the stores lack for every selected benchmark (on ``request.nproc`` ranks), then score
+    and write the results as one set. ``loaded``: the selection as :func:`preflight` returned it (else
+    loaded here, before anything else)."""
     request = with_adapter_profile(adapter, request)
-    check_selection(request)
-    prepared = [prepare(adapter, loaded, request, generate) for loaded in load_selection(request)]
-    seconds: dict[str, float] = {}
-    parallel_seconds = None
-    if any(job.batches for job in prepared):
-        if request.nproc == 1:
-            seconds = decode_here(adapter, prepared, progress)
-        else:
-            from medkit.eval.parallel import decode_in_parallel
+    selection = list(loaded) if loaded is not None else preflight(request)
+    identity = model_identity(adapter)
+    folder = results_folder(request, adapter)
+    replace_other = check_results_owner(folder, identity, request.replace)
+    with contextlib.ExitStack() as locks:
+        for benchmark in selection:  # every store locked before any is touched: a second run writes nothing
+            locks.enter_context(open_store(adapter, benchmark, request).lock())
+        prepared = [prepare(adapter, benchmark, request, generate) for benchmark in selection]
+        seconds: dict[str, float] = {}
+        parallel_seconds = None
+        if any(job.batches for job in prepared):
+            if request.nproc == 1:
+                seconds = decode_here(adapter, prepared, progress)
+            else:
+                from medkit.eval.parallel import decode_in_parallel
 
-            parallel_seconds = decode_in_parallel(adapter, prepared, request, progress)
-    return [finish(adapter, job, request, seconds.get(job.name), parallel_seconds) for job in prepared]
+                parallel_seconds = decode_in_parallel(adapter, prepared, request, progress)
+        scored = [finish(adapter, job, request, seconds.get(job.name), parallel_seconds, identity) for job in prepared]
+        files = {}
+        for result, rows in scored:
+            files[f"{result['benchmark']}.json"] = result
+            files[f"{result['benchmark']}.items.json"] = rows
+        write_result_set(folder, files, replace_folder=replace_other)
+    return [result for result, _ in scored]

@@ -12,14 +12,22 @@ recomputes everything from ``raw``/``final`` and leaves the stored ``parsed``/``
 Data-parallel ranks (``medkit eval --nproc N``) never write one file together: rank r appends to its own
 shard ``<key hash>.rank<r>.jsonl``, and the parent folds every shard into the main file when the ranks
 are done, and again when the store is next opened, so a run killed mid-way resumes with any N.
+
+One writer per store: a run holds an exclusive ``flock`` on ``<key hash>.lock`` from before it opens the
+store until its results are written (:class:`StoreLock`); a second run on the same store fails at once,
+naming the holder, and writes nothing. Every line is checked when read: one that is not a prediction
+(bad JSON, bad UTF-8, missing or mistyped fields) is an error naming the file and line and the repair.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+import socket
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -48,6 +56,13 @@ class Prediction:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
 
 
+# A stored line's fields and the JSON types each may hold (parsed/correct came later: may be absent).
+LINE_TYPES = {"id": (str,), "prompt_hash": (str,), "raw": (str,), "final": (str,),
+              "parsed": (str, type(None)), "correct": (bool, type(None))}
+REQUIRED_FIELDS = ("id", "prompt_hash", "raw", "final")
+assert set(LINE_TYPES) == {f.name for f in fields(Prediction)}
+
+
 class PredictionStore:
     """``<root>/<benchmark>/<key hash>.jsonl`` plus ``<key hash>.key.json``."""
 
@@ -57,6 +72,14 @@ class PredictionStore:
         self.folder = Path(root) / benchmark
         self.path = self.folder / (f"{self.key_hash}.jsonl" if rank is None else f"{self.key_hash}.rank{rank}.jsonl")
         self.key_path = self.folder / f"{self.key_hash}.key.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.folder / f"{self.key_hash}.lock"
+
+    def lock(self) -> "StoreLock":
+        """This store's writer lock, taken (fails at once if another run holds it)."""
+        return StoreLock(self.lock_path).acquire()
 
     def shard(self, rank: int) -> "PredictionStore":
         """The file data-parallel rank ``rank`` appends to (folded in by :meth:`merge_shards`)."""
@@ -125,10 +148,14 @@ class PredictionStore:
 
     def append(self, predictions: Iterable[Prediction]) -> None:
         lines = "".join(p.to_json() + "\n" for p in predictions)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(lines)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full or read-only disk: name the store; a torn line is cut on resume
+            raise OSError(e.errno, f"{e.strerror} (appending to the prediction store; what was stored before "
+                          "is kept: free the disk and rerun with --resume)", str(self.path)) from None
 
     def _cut_torn_tail(self) -> None:
         if not self.path.is_file():
@@ -140,14 +167,78 @@ class PredictionStore:
 
 
 def read_lines(path: Path) -> Iterable[tuple[int, Prediction]]:
-    """(line number, prediction) of a store file; a torn last line (a kill mid-write) is left out."""
+    """(line number, prediction) of a store file; a torn last line (a kill mid-write) is left out, any
+    other line that is not a prediction is an error naming the file and line."""
     if not path.is_file():
         return
-    with path.open(encoding="utf-8") as f:
+    with path.open("rb") as f:
         for number, line in enumerate(f, 1):
-            if not line.endswith("\n"):
+            if not line.endswith(b"\n"):
                 break  # a line torn by a kill; open() cuts it off before appending
-            yield number, Prediction(**json.loads(line))
+            yield number, parse_line(line, path, number)
+
+
+def parse_line(line: bytes, path: Path, number: int) -> Prediction:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise corrupt_line(path, number, f"bytes that are not UTF-8 at column {e.start + 1}") from None
+    except json.JSONDecodeError as e:
+        raise corrupt_line(path, number, f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(record, dict):
+        raise corrupt_line(path, number, f"a JSON {type(record).__name__}, not a prediction object")
+    missing = [name for name in REQUIRED_FIELDS if name not in record]
+    unknown = sorted(set(record) - set(LINE_TYPES))
+    mistyped = [name for name, kinds in LINE_TYPES.items() if name in record and not isinstance(record[name], kinds)]
+    if missing or unknown or mistyped:
+        problems = [f"missing {missing}" if missing else "", f"unknown fields {unknown}" if unknown else "",
+                    f"mistyped {mistyped}" if mistyped else ""]
+        raise corrupt_line(path, number, "a prediction with " + ", ".join(p for p in problems if p))
+    return Prediction(**record)
+
+
+def corrupt_line(path: Path, number: int, problem: str) -> StoreError:
+    return StoreError(f"{path} line {number}: {problem}; medkit never writes such a line (a hand edit or a "
+                      f"damaged disk?). Delete that line and rerun with --resume to regenerate its item "
+                      f"(or delete {path.name} to regenerate them all)")
+
+
+class StoreLock:
+    """An exclusive, non-blocking ``flock`` on a store's lock file, released on :meth:`release` or when
+    the process ends (even by SIGKILL, so a killed run never leaves a stale lock behind). The file holds
+    the holder's pid, host and start time, for the second writer's error."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> "StoreLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown process"
+            os.close(fd)
+            raise StoreError(f"another medkit eval ({holder}) is writing the prediction store "
+                             f"{self.path.with_suffix('.jsonl')}; wait for it to finish (two writers would "
+                             "store every item twice), or use another --out") from None
+        os.ftruncate(fd, 0)
+        since = dt.datetime.now().isoformat(timespec="seconds")
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {since}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "StoreLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def check_prompt(stored: Prediction, prompt_hash: str, where: str) -> None:
@@ -155,6 +246,18 @@ def check_prompt(stored: Prediction, prompt_hash: str, where: str) -> None:
     if stored.prompt_hash != prompt_hash:
         raise StoreError(f"{where}: item {stored.id!r} was stored with prompt {stored.prompt_hash} but is now "
                          f"{prompt_hash}; the benchmark data or prompt changed - use a fresh output folder")
+
+
+def check_prompts(current: dict[str, str], stored: dict[str, Prediction], where: str) -> None:
+    """Every stored prediction of a current item (id -> prompt hash now) must come from that same prompt:
+    a release edited since (MedQA ids are row numbers: one deleted row moves every later question) would
+    otherwise be scored against other questions' outputs. Names the changed items."""
+    changed = [i for i, h in current.items() if i in stored and stored[i].prompt_hash != h]
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise StoreError(f"{where}: {len(changed)} stored prediction(s) were generated from a prompt that has "
+                         f"changed since ({shown}): the benchmark data or its prompt changed. Evaluate into a "
+                         "fresh --out, or delete this store file to regenerate every item")
 
 
 def prediction_from(completion: Completion, prompt_hash: str, parsed: str | None = None,

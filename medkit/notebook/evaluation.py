@@ -31,6 +31,7 @@ def eval_request(params: NotebookParameters, table: str) -> EvalRequest:
     return EvalRequest(benchmarks=benchmark_names(table=table), out_dir=params.run / "eval",
                        data_root=Path(params.data_root) if params.data_root else None, corpus_dir=corpus,
                        limit=params.limit, resume=True,  # a rerun continues the store, never duplicates it
+                       replace=True,  # results/medkit/ is this run's model: a retrained one replaces it whole
                        max_new_tokens=params.max_new_tokens, batch_size=params.batch_size, nproc=params.nproc,
                        seed=params.seed, profile=params.profile)
 
@@ -63,13 +64,11 @@ def results_table(results: list[dict]) -> pd.DataFrame:
 def compare_with_paper(params: NotebookParameters, table: str) -> pd.DataFrame:
     """This run's cells beside the paper's printed values: fresh, published, delta, fresh 95% CI."""
     from medkit.reporting.published import published_table
-    from medkit.reporting.tables import compare, results_ci_frame, results_frame
+    from medkit.reporting.tables import compare_with_published, results_ci_frame, results_frame
 
     eval_out = params.run / "eval"
-    fresh = results_frame(eval_out, table)
-    published = published_table(table)
-    return compare(fresh, published, results_ci_frame(eval_out, table),
-                   models=[m for m in fresh.columns if m in published.columns])
+    return compare_with_published(results_frame(eval_out, table), published_table(table),
+                                  results_ci_frame(eval_out, table))
 
 
 def figure2_of_run(params: NotebookParameters) -> dict[str, Path]:

@@ -82,12 +82,18 @@ def parse_overrides(pairs: list[tuple[str, str]], params_file: str | Path | None
     """``-p name value`` pairs (values parsed as YAML scalars: 12, true, null, tiny) over a YAML file."""
     overrides: dict[str, Any] = {}
     if params_file:
-        data = yaml.safe_load(Path(params_file).read_text()) or {}
+        try:
+            data = yaml.safe_load(Path(params_file).read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{params_file}: not valid YAML ({e})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{params_file}: expected a mapping of parameter names to values")
         overrides.update(data)
     for name, value in pairs:
-        overrides[name] = yaml.safe_load(value)
+        try:
+            overrides[name] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"-p {name} {value!r}: not a YAML value ({e})") from None
     return overrides
 
 
