@@ -73,8 +73,10 @@ def released_like_profile(tmp_path):
     """A profile shaped like `paper` whose checkpoints are tiny models saved in the released formats."""
     tokenizer = load_tokenizer("tiny")
     torch.manual_seed(3)
-    GptOssForCausalLM(model_config(load_profile("tiny"), vocab_size=len(tokenizer)).text_config).save_pretrained(
-        tmp_path / "gpt-oss")
+    text_config = model_config(load_profile("tiny"), vocab_size=len(tokenizer)).text_config
+    # positions for Table 2's 32,768-token rows, as a released GPT-oss has: fewer is refused before training
+    text_config.max_position_embeddings = 32768
+    GptOssForCausalLM(text_config).save_pretrained(tmp_path / "gpt-oss")
     tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
     CLIPModel(CLIPConfig(vision_config=get_encoder("clip").tiny, text_config=tower)).save_pretrained(tmp_path / "clip")
     profile = {"name": "released-like", "seed": 0,

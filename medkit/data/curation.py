@@ -67,14 +67,17 @@ class FilterResult:
 
 def open_images(sample: Sample, root: str | Path) -> list[Image.Image]:
     """A sample's images, fully decoded; a missing or corrupt file raises CurationError naming it."""
+    from medkit.model.image_processing import ImageLoadError, image_size
+
     images = []
     for path in resolve_image_paths(sample, root):
         try:
+            image_size(path, record=sample.id)  # the pixel limit, from the header: a bomb is never decoded
             with Image.open(path) as image:
                 image.load()  # decode now so a truncated file fails here, not later inside a filter
                 images.append(image.copy())
         # PIL reports a corrupt PNG chunk as SyntaxError, other bad files as OSError
-        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        except (ImageLoadError, OSError, SyntaxError, Image.DecompressionBombError) as e:
             raise CurationError(f"{path}: cannot read image of record {sample.id!r} ({e})") from None
     return images
 

@@ -12,6 +12,22 @@ Paper layout: each Table 1 dataset of the stage's mixture lives in ``<data_root>
   feature) and ``meta``. It stays memory-mapped, so mixtures of millions of rows fit; rows are validated
   against the schema when read, and a bad one fails naming the folder, row and id.
 
+A dataset with nothing to train on counts as missing, with its reason in ``data_report.json``
+(``missing_reasons``): ``absent`` (no such files), ``empty`` (files without a record, a saved dataset of
+0 rows) or ``emptied`` (every record excluded by the leakage audit or too long). Without
+``--skip-missing`` any of them stops the stage before training, naming the dataset and its folder.
+
+Every record is checked before any rank starts (``launch.prepare_stage``), each error naming the file and
+line (or folder and row) and the record's id: UTF-8, JSON and the schema when a JSONL file is read;
+every image a file inside the dataset's folder or the data root once symlinks are resolved (no
+``../../x.png``, no absolute path or symlink leading elsewhere); every image header readable and the
+record's length within the limit in the length pass below. That pass already touches every record, so
+the checks add no read of the data and stay linear in it: a path resolution and a ``stat`` per image of
+a JSONL record as it is parsed (re-checked on every read, ranks included), and for saved datasets the
+same checks with the row reads of the length pass (a cached length stands for an unchanged table that
+passed them when it was measured). A dry run makes every check but the header and length ones, which
+need the processor; it reads a saved dataset's rows without their embedded image bytes.
+
 Samples that cannot fit. A sample may be at most the stage's ``max_length`` tokens (one packed row), or
 the model's ``max_position_embeddings`` if that is smaller: positions past it would train silently on
 untrained rotary angles. Each record's length is counted the way ``MedGPTOssProcessor.encode`` makes it
@@ -41,13 +57,14 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 
 from medkit.chat import render_chat
 from medkit.data.dataset import ConversationDataset
 from medkit.data.registry import STAGES, TrainingDataset, stage_mixture
-from medkit.data.schema import Sample, SchemaError, read_jsonl, resolve_image_paths, validate_sample
+from medkit.data.schema import (Sample, SchemaError, checked_image_path, is_blank_jsonl, numbered_samples, read_jsonl,
+                                resolve_image_paths, validate_sample)
 from medkit.data.curation import open_images
 from medkit.model.image_processing import ImageLoadError, image_size, load_image
 from medkit.model.processor import EncodedSample, MedGPTOssProcessor
@@ -80,6 +97,7 @@ class SourceReport:
     excluded: int = 0  # records dropped by the leakage exclusion
     overlong: int = 0  # records longer than the length limit, left out (overlong: drop)
     longest: int | None = None  # tokens of the longest record read (None: lengths not measured)
+    missing_reason: str | None = None  # why nothing of it trains: "absent: ...", "empty: ..." or "emptied: ..."
 
 
 @dataclass
@@ -99,13 +117,15 @@ class DataReport:
 
     @property
     def missing(self) -> list[str]:
-        return [s.name for s in self.sources if s.format == "missing"]
+        """Datasets the stage trains nothing from: absent, empty, or emptied by exclusions and lengths."""
+        return [s.name for s in self.sources if s.missing_reason]
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "mixture": self.mixture, "leakage_report": self.leakage_report,
                 "records": self.records, "excluded": sum(s.excluded for s in self.sources),
                 "overlong": sum(s.overlong for s in self.sources), "length_limit": self.length_limit,
                 "overlong_policy": self.overlong_policy, "missing": self.missing,
+                "missing_reasons": {s.name: s.missing_reason for s in self.sources if s.missing_reason},
                 "sources": [asdict(s) for s in self.sources]}
 
 
@@ -136,17 +156,74 @@ def is_saved_dataset(folder: Path) -> bool:
     return (folder / "dataset_info.json").is_file() or (folder / "dataset_dict.json").is_file()
 
 
+def load_train_table(folder: Path):
+    """The saved dataset of a folder (a ``DatasetDict``'s ``train`` split), memory-mapped."""
+    import datasets
+
+    table = datasets.load_from_disk(str(folder))
+    if isinstance(table, datasets.DatasetDict):
+        if "train" not in table:
+            raise SchemaError(f"{folder}: saved DatasetDict has no 'train' split (splits: {list(table)})")
+        table = table["train"]
+    return table
+
+
+def image_roots(folder: Path, data_root: str | Path | None) -> tuple[Path, ...]:
+    """The folders a source's images may be in, symlinks resolved: its own (the corpus's, for a task
+    file) and the data root. The dataset folder counts on its own so that one linked in from another
+    disk still reads the images next to it."""
+    own = folder.parent if folder.suffix == ".jsonl" else folder
+    roots = {own.resolve()} | ({Path(data_root).resolve()} if data_root is not None else set())
+    return tuple(sorted(roots))
+
+
+class JsonlDataset(ConversationDataset):
+    """The records of a source's JSONL files, each knowing its file and line, so that every error about
+    a record (an image, its length, in the launcher or in a rank) says where to fix it."""
+
+    def __init__(self, items: list[tuple[Sample, Path]], processor: MedGPTOssProcessor | None,
+                 locations: list[tuple[Path, int]]):
+        super().__init__(items, processor)
+        self.locations = locations  # (file, line) of each item
+
+    @classmethod
+    def read(cls, files: list[Path], processor: MedGPTOssProcessor | None, split: str | None,
+             allowed: tuple[Path, ...]) -> "JsonlDataset":
+        """Every record of ``files`` (of ``split``, if given), validated: schema, and each image a file
+        inside the ``allowed`` folders."""
+        items, locations = [], []
+        for path in files:
+            for line_no, sample in numbered_samples(path):
+                if split is not None and sample.meta.get("split") != split:
+                    continue
+                where = f"{path} line {line_no} (id {sample.id!r})"
+                for image in resolve_image_paths(sample, path.parent):
+                    checked_image_path(image, allowed, where)
+                items.append((sample, path.parent))
+                locations.append((path, line_no))
+        return cls(items, processor, locations)
+
+    def where(self, index: int) -> str:
+        path, line_no = self.locations[index]
+        return f"{path} line {line_no} (id {self.items[index][0].id!r})"
+
+    def subset(self, indices: Sequence[int]) -> "JsonlDataset":
+        return JsonlDataset([self.items[i] for i in indices], self.processor, [self.locations[i] for i in indices])
+
+    def __getitem__(self, index: int) -> EncodedSample:
+        try:
+            return super().__getitem__(index)
+        except ImageLoadError as e:  # names the image and id; the file and line are what one edits
+            raise ImageLoadError(f"{self.where(index)}: {e}") from None
+
+
 class ArrowConversationDataset(Dataset):
     """A ``datasets`` dataset in the conversation schema, read row by row (memory-mapped)."""
 
-    def __init__(self, folder: Path, processor: MedGPTOssProcessor | None, exclude: set[str] = frozenset()):
-        import datasets
-
-        table = datasets.load_from_disk(str(folder))
-        if isinstance(table, datasets.DatasetDict):
-            if "train" not in table:
-                raise SchemaError(f"{folder}: saved DatasetDict has no 'train' split (splits: {list(table)})")
-            table = table["train"]
+    def __init__(self, folder: Path, processor: MedGPTOssProcessor | None, exclude: set[str] = frozenset(),
+                 allowed: tuple[Path, ...] | None = None):
+        table = load_train_table(folder)
+        self.allowed = allowed  # folders image paths must stay in (None: not checked, the leakage audit's read)
         missing = {"id", "messages"} - set(table.column_names)
         if missing:
             raise SchemaError(f"{folder}: dataset lacks column(s) {sorted(missing)} of the conversation schema")
@@ -168,10 +245,32 @@ class ArrowConversationDataset(Dataset):
         """Row ``row_index`` of the saved table (before exclusions), validated, with its image entries."""
         row_index = int(row_index)  # a numpy index once over-long rows are filtered out
         row = drop_nulls(self.table[row_index:row_index + 1].to_pylist()[0])
-        where = f"{self.folder} row {row_index}"
-        entries = row.get("images") or []
+        return self.checked(row_index, row, row.get("images") or [])
+
+    def checked(self, row_index: int, row: dict, entries: list) -> tuple[Sample, list]:
+        """A raw row as a Sample, validated against the schema, its image files inside the allowed folders."""
+        where = self.where(row_index)
         names = [e if isinstance(e, str) else e.get("path") or f"{where} image {k}" for k, e in enumerate(entries)]
-        return validate_sample({**row, "images": names}, where), entries
+        sample = validate_sample({**row, "images": names}, where)
+        if self.allowed is not None:
+            for entry, name in zip(entries, names):
+                if not (isinstance(entry, dict) and entry.get("bytes")):  # a file, not embedded bytes
+                    checked_image_path(self.folder / name, self.allowed, f"{where} (id {sample.id!r})")
+        return sample, entries
+
+    def validate_rows(self, batch_size: int = 1024) -> None:
+        """Every row checked as ``row`` checks it, a batch at a time and without reading embedded image
+        bytes: a dry run's pass over a table of millions of rows (image headers wait for the length pass)."""
+        columns = [c for c in self.table.column_names if c != "images"]
+        for start in range(0, len(self.table), batch_size):
+            batch = self.table[start:start + batch_size]
+            entries = (image_entries(batch.column("images")) if "images" in batch.column_names
+                       else [[] for _ in range(batch.num_rows)])
+            for offset, (row, images) in enumerate(zip(batch.select(columns).to_pylist(), entries)):
+                self.checked(start + offset, drop_nulls(row), images)
+
+    def where(self, row_index: int) -> str:
+        return f"{self.folder} row {row_index}"
 
     def image_sizes(self, sample: Sample, entries: list) -> list[tuple[int, int]]:
         """(width, height) of each image from its header: embedded bytes, or files in the folder."""
@@ -187,16 +286,52 @@ class ArrowConversationDataset(Dataset):
 
     def __getitem__(self, index: int) -> EncodedSample:
         sample, entries = self.sample(index)
-        return self.processor.encode(sample, self.folder, images=self.images(sample, entries))
+        try:
+            images = self.images(sample, entries)
+        except ImageLoadError as e:  # a rank's error names the row to fix, not only the image
+            raise ImageLoadError(f"{self.where(self.indices[index])} (id {sample.id!r}): {e}") from None
+        return self.processor.encode(sample, self.folder, images=images)
+
+    def row_length(self, row_index: int) -> int:
+        """Tokens of row ``row_index`` for training (see ``record_length``); an unreadable image names the row."""
+        sample, entries = self.row(row_index)
+        try:
+            sizes = self.image_sizes(sample, entries)
+        except ImageLoadError as e:
+            raise ImageLoadError(f"{self.where(row_index)} (id {sample.id!r}): {e}") from None
+        return record_length(self.processor, sample, sizes)
+
+
+def image_entries(column) -> list[list]:
+    """Each row's image entries from an Arrow ``images`` column, without copying embedded bytes: paths as
+    they are, an ``Image`` feature's struct as ``{"path": ..., "bytes": True or None}`` (all ``row``
+    needs to tell an embedded image from a file)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = []
+    for chunk in column.chunks:
+        counts = pc.fill_null(pc.list_value_length(chunk), 0).to_pylist()
+        flat = pc.list_flatten(chunk)
+        if pa.types.is_struct(flat.type):
+            names = {flat.type.field(i).name for i in range(flat.type.num_fields)}
+            paths = flat.field("path").to_pylist() if "path" in names else [None] * len(flat)
+            embedded = (pc.fill_null(pc.greater(pc.binary_length(flat.field("bytes")), 0), False).to_pylist()
+                        if "bytes" in names else [False] * len(flat))
+            values = [{"path": path, "bytes": True if has else None} for path, has in zip(paths, embedded)]
+        else:
+            values = flat.to_pylist()
+        start = 0
+        for count in counts:
+            rows.append(values[start:start + count])
+            start += count
+    return rows
 
 
 def embedded_image_size(data: bytes, name: str, record: str) -> tuple[int, int]:
-    """(width, height) of image bytes from the header alone, failing as ``load_image`` does."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageLoadError(f"{name} (record {record}): corrupt or unreadable image ({e})") from None
+    """(width, height) of image bytes from the header alone, failing as ``load_image`` does (the pixel
+    limit included: a decompression bomb is refused before it is decoded)."""
+    return image_size(io.BytesIO(data), record=record, name=name)
 
 
 def drop_nulls(value: Any) -> Any:
@@ -210,30 +345,54 @@ def drop_nulls(value: Any) -> Any:
 
 def read_source(name: str, folder: Path, processor: MedGPTOssProcessor | None, exclude: set[str],
                 table1_examples: int | None, split: str | None = None,
-                lengths: LengthCheck | None = None) -> tuple[Dataset | None, SourceReport]:
+                lengths: LengthCheck | None = None, data_root: str | Path | None = None
+                ) -> tuple[Dataset | None, SourceReport]:
     """One dataset folder (or, for the tiny profile, one corpus file) as a torch Dataset and its report;
-    with ``lengths``, records longer than its limit are left out (or refused) and counted."""
-    report = SourceReport(name, str(folder), "missing", table1_examples)
-    if not source_present(folder):
+    every record validated (images inside the folder or ``data_root``); with ``lengths``, records longer
+    than its limit are left out (or refused) and counted. A source with nothing to train on gives no
+    Dataset and says why in ``missing_reason``."""
+    report = SourceReport(name, str(folder), source_format(folder), table1_examples)
+    report.missing_reason = absence(folder)
+    if report.missing_reason:
         return None, report
+    allowed = image_roots(folder, data_root)
     files = jsonl_files(folder)
     if files:
-        raw = ConversationDataset.from_jsonl(files, processor, split=split)
+        raw = JsonlDataset.read(files, processor, split, allowed)
+        if not len(raw):
+            report.missing_reason = f"empty: no {split!r} records in {folder}"
+            return None, report
         kept = [i for i, (sample, _) in enumerate(raw.items) if sample.id not in exclude]
-        report.format, report.excluded = "jsonl", len(raw.items) - len(kept)
+        report.excluded = len(raw.items) - len(kept)
         if lengths is not None:
             measured = lengths.measure(folder.stem, files, split, len(raw.items), partial(_jsonl_length, raw))
-            kept = lengths.apply(measured, kept, report, lambda i: raw.items[i][0].id)
+            kept = lengths.apply(measured, kept, report, lambda i: (raw.items[i][0].id, raw.where(i)))
         report.records = len(kept)
-        return ConversationDataset([raw.items[i] for i in kept], processor), report
-    dataset = ArrowConversationDataset(folder, processor, exclude)
-    report.format, report.excluded = "arrow", dataset.excluded
+        report.missing_reason = emptied_reason(report, len(raw.items), lengths)
+        return raw.subset(kept), report
+    dataset = ArrowConversationDataset(folder, processor, exclude, allowed)
+    if not len(dataset.table):
+        report.missing_reason = f"empty: the saved dataset in {folder} has 0 rows"
+        return None, report
+    report.excluded = dataset.excluded
     if lengths is not None:
         table_files = sorted(p for p in folder.rglob("*") if p.is_file())
-        measured = lengths.measure(folder.stem, table_files, split, len(dataset.table), partial(_arrow_length, dataset))
-        dataset.indices = lengths.apply(measured, dataset.indices, report, lambda i: dataset.row(i)[0].id)
+        measured = lengths.measure(folder.stem, table_files, split, len(dataset.table), dataset.row_length)
+        dataset.indices = lengths.apply(measured, dataset.indices, report,
+                                        lambda i: (dataset.row(i)[0].id, dataset.where(i)))
     report.records = len(dataset)
+    report.missing_reason = emptied_reason(report, len(dataset.table), lengths)
     return dataset, report
+
+
+def emptied_reason(report: SourceReport, count: int, lengths: LengthCheck | None) -> str | None:
+    """Why a source whose ``count`` records were all left out trains nothing (None while any is left)."""
+    if report.records or not count:
+        return None
+    causes = [f"{report.excluded:,} excluded by the leakage report"] if report.excluded else []
+    if report.overlong and lengths is not None:
+        causes.append(f"{report.overlong:,} longer than {lengths.limit:,} tokens")
+    return f"emptied: all {count:,} records left out ({', '.join(causes)})"
 
 
 def record_length(processor: MedGPTOssProcessor, sample: Sample, image_sizes: list[tuple[int, int]]) -> int:
@@ -245,15 +404,17 @@ def record_length(processor: MedGPTOssProcessor, sample: Sample, image_sizes: li
     return len(rendered.input_ids)
 
 
-def _jsonl_length(dataset: ConversationDataset, index: int) -> int:
+def _jsonl_length(dataset: JsonlDataset, index: int) -> int:
     sample, root = dataset.items[index]
-    sizes = [image_size(path, record=sample.id) for path in resolve_image_paths(sample, root)]
+    try:
+        sizes = [image_size(path, record=sample.id) for path in resolve_image_paths(sample, root)]
+    except ImageLoadError as e:
+        raise ImageLoadError(f"{dataset.where(index)}: {e}") from None
     return record_length(dataset.processor, sample, sizes)
 
 
 def _arrow_length(dataset: ArrowConversationDataset, row_index: int) -> int:
-    sample, entries = dataset.row(row_index)
-    return record_length(dataset.processor, sample, dataset.image_sizes(sample, entries))
+    return dataset.row_length(row_index)
 
 
 @dataclass
@@ -266,7 +427,7 @@ class LengthCheck:
     processor: MedGPTOssProcessor
     cache_dir: Path | None = None
     workers: int = 1
-    refused: list[str] = field(default_factory=list)  # "<folder>/<id> (N tokens)" under policy "error"
+    refused: list[str] = field(default_factory=list)  # "<folder>/<id> (N tokens) at <file> line <n>" (policy error)
 
     def measure(self, name: str, files: list[Path], split: str | None, count: int,
                 length_of: Callable[[int], int]) -> np.ndarray:
@@ -288,9 +449,10 @@ class LengthCheck:
         return lengths
 
     def apply(self, lengths: np.ndarray, kept: Sequence[int], report: SourceReport,
-              id_of: Callable[[int], str]) -> Sequence[int]:
+              record_of: Callable[[int], tuple[str, str]]) -> Sequence[int]:
         """``kept`` (record indices, in order) without the records over the limit; counts them, and under
-        policy "error" notes the first few for the error ``stage_dataset`` raises."""
+        policy "error" notes the first few, by id and by where they are (``record_of``: (id, file and
+        line or folder and row)), for the error ``stage_dataset`` raises."""
         kept_lengths = lengths[np.asarray(kept, dtype=np.int64)] if len(kept) else np.zeros(0, dtype=np.int64)
         over = kept_lengths > self.limit
         report.longest = int(kept_lengths.max()) if len(kept_lengths) else 0
@@ -299,8 +461,9 @@ class LengthCheck:
             return kept
         if self.policy == "error":
             folder = Path(report.path).name
-            self.refused += [f"{folder}/{id_of(int(i))} ({int(lengths[i]):,} tokens)"
-                             for i in np.asarray(kept)[over][:5]]
+            for i in np.asarray(kept)[over][:5]:
+                sample_id, where = record_of(int(i))
+                self.refused.append(f"{folder}/{sample_id} ({int(lengths[i]):,} tokens) at {where}")
         return np.asarray(kept, dtype=np.int64)[~over]
 
 
@@ -364,29 +527,52 @@ def stage_dataset(stage, processor: MedGPTOssProcessor | None, *, corpus: str | 
     parts = []
     for name, path, examples, split in sources:
         dataset, source = read_source(name, path, processor, _excluded_here(exclude, path, data_root), examples,
-                                      split, lengths)
+                                      split, lengths, data_root)
         report.sources.append(source)
         if dataset is not None and len(dataset):
             parts.append(dataset)
     if lengths is not None and lengths.refused:
         raise MixtureError(
             f"stage {stage.name}: records longer than {report.length_limit:,} tokens (overlong: error in the "
-            f"stage config), e.g. {', '.join(lengths.refused[:5])}; set overlong: drop to leave them out")
+            f"stage config), e.g. {'; '.join(lengths.refused[:5])}; set overlong: drop to leave them out")
+    refuse_left_out_sources(stage, report, skip_missing=skip_missing and data_root is not None)
     if not parts:
         raise MixtureError(f"stage {stage.name}: no training records left (report: {report.to_dict()})")
     return (parts[0] if len(parts) == 1 else ConcatDataset(parts)), report
 
 
+def refuse_left_out_sources(stage, report: DataReport, *, skip_missing: bool) -> None:
+    """A dataset that turned out to hold nothing to train on once read (every record excluded or too long,
+    no record of the split) stops the stage like an absent one, unless ``skip_missing``: the mixture
+    would silently not be the one asked for. (Absent and empty ones were refused by
+    ``check_stage_sources`` already, under the same rule.)"""
+    left_out = [s for s in report.sources if s.missing_reason]
+    if left_out and not skip_missing:
+        raise MixtureError(left_out_message(stage, report, left_out))
+
+
+def left_out_message(stage, report: DataReport, left_out: list[SourceReport]) -> str:
+    where = "; ".join(f"{s.name} at {s.path} ({s.missing_reason})" for s in left_out)
+    hint = " (--skip-missing trains on the other datasets)" if report.mixture != "synthetic" else ""
+    return f"stage {stage.name}: nothing to train on from {where}{hint}"
+
+
 def stage_record_counts(stage, *, corpus: str | Path | None = None, data_root: str | Path | None = None,
                         leakage_report: str | Path | None = None) -> DataReport:
     """Records per source as the stage would read them (leakage exclusions applied), with missing sources
-    reported rather than refused: no images are opened, no tokenizer is needed (a dry run)."""
+    reported rather than refused (a dry run). JSONL records are validated as for training (a bad one
+    raises, naming file, line and id), their images checked to be files inside the data root; no image
+    is opened and no tokenizer is needed, so headers and lengths wait for ``prepare_stage``. The rows of
+    saved datasets are validated the same way, without reading their embedded image bytes."""
     exclude = excluded_ids(leakage_report)
     report = DataReport(stage.name, stage.mixture if data_root else "synthetic",
                         str(leakage_report) if leakage_report else None)
     for name, path, examples, split in _sources(stage, corpus, data_root):
-        report.sources.append(read_source(name, path, None, _excluded_here(exclude, path, data_root), examples,
-                                          split)[1])
+        dataset, source = read_source(name, path, None, _excluded_here(exclude, path, data_root), examples, split,
+                                      data_root=data_root)
+        if isinstance(dataset, ArrowConversationDataset):
+            dataset.validate_rows()  # JSONL records were validated as they were read
+        report.sources.append(source)
     return report
 
 
@@ -408,16 +594,49 @@ def check_stage_sources(stage, *, corpus: str | Path | None = None, data_root: s
         raise MixtureError(f"data root {data_root} is not a folder")
     excluded_ids(leakage_report)
     sources = _sources(stage, corpus, data_root)
-    missing = [(name, path) for name, path, _, _ in sources if not source_present(path)]
+    missing = [(name, path, why) for name, path, _, _ in sources if (why := absence(path))]
     if missing and (not (skip_missing and data_root) or len(missing) == len(sources)):
-        where = "; ".join(f"{name} at {path}" for name, path in missing)
+        absent = "; ".join(f"{name} at {path}" for name, path, why in missing if why.startswith("absent"))
+        empty = "; ".join(f"{name} at {path} ({why})" for name, path, why in missing if not why.startswith("absent"))
+        parts = ([f"no train.jsonl or saved dataset for {absent}"] if absent else []) + \
+                ([f"no records in {empty}"] if empty else [])
         hint = " (--skip-missing trains on the datasets present)" if data_root and len(missing) < len(sources) else ""
-        raise MixtureError(f"stage {stage.name}: no train.jsonl or saved dataset for {where}{hint}")
+        raise MixtureError(f"stage {stage.name}: {'; '.join(parts)}{hint}")
     return sources
 
 
-def source_present(path: Path) -> bool:
-    return bool(jsonl_files(path)) or (path.suffix != ".jsonl" and is_saved_dataset(path))
+def saved_dataset_is_empty(folder: Path) -> bool:
+    """Whether a saved dataset (its ``train`` split) has no Arrow file: ``save_to_disk`` writes an empty
+    dataset so, and ``load_from_disk`` then fails on it (an IndexError). Read from its state.json alone;
+    an Arrow file of 0 rows is found when the table is read (``read_source``)."""
+    split = folder / "train" if (folder / "dataset_dict.json").is_file() else folder
+    try:
+        state = json.loads((split / "state.json").read_text())
+    except (OSError, ValueError):
+        return False  # no train split, or not readable: reading the dataset names the problem
+    return not state.get("_data_files")
+
+
+def source_format(path: Path) -> SourceFormat:
+    if jsonl_files(path):
+        return "jsonl"
+    return "arrow" if path.suffix != ".jsonl" and is_saved_dataset(path) else "missing"
+
+
+def absence(path: Path) -> str | None:
+    """Why a source has no record to train on, known before its records are read: ``absent`` (no
+    train.jsonl, shards or saved dataset) or ``empty`` (JSONL files holding no record, a saved dataset
+    of 0 rows); None when it has some. Cheap: a JSONL file is read up to its first record."""
+    files = jsonl_files(path)
+    if files:
+        if not all(is_blank_jsonl(f) for f in files):
+            return None
+        if len(files) == 1:
+            return f"empty: {files[0]} holds no records"
+        return f"empty: none of the {len(files)} train-*.jsonl shards in {path} holds a record"
+    if source_format(path) == "arrow":
+        return f"empty: the saved dataset in {path} has 0 rows" if saved_dataset_is_empty(path) else None
+    return "absent: no such file" if path.suffix == ".jsonl" else "absent: no train.jsonl or saved dataset"
 
 
 def _sources(stage, corpus, data_root) -> list[tuple[str, Path, int | None, str | None]]:

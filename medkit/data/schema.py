@@ -21,6 +21,7 @@ rendered on the harmony ``analysis`` channel.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -108,22 +109,60 @@ def validate_sample(record: Any, where: str) -> Sample:
 
 def read_jsonl(path: str | Path) -> Iterator[Sample]:
     """Yield validated samples from a JSONL file; a bad line raises SchemaError naming file and line."""
+    for _, sample in numbered_samples(path):
+        yield sample
+
+
+def numbered_samples(path: str | Path) -> Iterator[tuple[int, Sample]]:
+    """(line number, validated sample) of each non-blank line of a JSONL file. A line that is not UTF-8,
+    not JSON or not a conversation raises SchemaError naming file and line (read as bytes and decoded
+    line by line: a text-mode reader fails on a whole buffer, and its UnicodeDecodeError names no line)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such dataset file: {path}")
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
             where = f"{path} line {line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise SchemaError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}: "
+                                  f"{e.reason})") from None
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise SchemaError(f"{where}: not valid JSON ({e.msg})") from None
-            yield validate_sample(record, where)
+            yield line_no, validate_sample(record, where)
+
+
+def is_blank_jsonl(path: str | Path) -> bool:
+    """Whether a JSONL file holds no record (empty, or blank lines only); stops at the first record line,
+    so a large file costs one read of its head."""
+    with Path(path).open("rb") as f:
+        return not any(line.strip() for line in f)
 
 
 def resolve_image_paths(sample: Sample, root: str | Path) -> list[Path]:
     """Image paths of a sample made absolute against ``root`` (the JSONL file's folder)."""
     root = Path(root)
     return [Path(p) if Path(p).is_absolute() else root / p for p in sample.images]
+
+
+class ImagePathError(SchemaError):
+    """A training image that is not there, or that leads outside the folders its dataset may read."""
+
+
+def checked_image_path(path: Path, allowed: tuple[Path, ...], where: str) -> Path:
+    """``path`` if it is a file inside one of the ``allowed`` folders (given resolved) once symlinks are
+    resolved. What trains must be what the data root holds: a record naming ``../../x.png``, an absolute
+    path elsewhere or a symlink pointing out would read files that nobody curated or audited with it."""
+    real = path.resolve()
+    if not any(real.is_relative_to(folder) for folder in allowed):
+        inside = " or ".join(str(folder) for folder in allowed)
+        via = f" (resolves to {real})" if real != Path(os.path.normpath(path.absolute())) else ""
+        raise ImagePathError(f"{where}: image {path}{via} is outside {inside}")
+    if not real.is_file():
+        raise ImagePathError(f"{where}: image file {path} not found")
+    return path

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from medkit.data.mixture import (LENGTHS_DIR, DataReport, MixtureError, check_stage_sources, excluded_ids,
-                                 stage_dataset, stage_record_counts)
+from medkit.data.mixture import (LENGTHS_DIR, DataReport, MixtureError, absence, check_stage_sources, excluded_ids,
+                                 left_out_message, stage_dataset, stage_record_counts)
 from medkit.data.schema import SchemaError
 from medkit.profiles import Profile, load_profile
 from medkit.training.deepspeed_setup import cpu_environment, zero3_config
-from medkit.training.stages import (BatchPlan, CheckpointPolicy, StageConfig, checkpoint_policy, load_stage,
-                                    stage_for_profile, with_batch_sizes)
+from medkit.training.stages import (BatchPlan, CheckpointPolicy, StageConfig, check_row_length, checkpoint_policy,
+                                    load_stage, stage_for_profile, with_batch_sizes)
 
 INIT_DIR = "init"  # OUT/init/model: the composed starting checkpoint of a released-weights profile
 TRAINER_LOSS_LINE = re.compile(r"^\{'loss': '?([0-9.eE+-]+|nan)")  # transformers' per-step log line
@@ -137,8 +137,10 @@ def stage_command(stage_name: str, *, profile: str, out: str | Path, corpus: str
                   max_steps: int | None = None, overrides: StageOverrides = StageOverrides()) -> list[str]:
     """The launcher command for ``stage_name``. A later stage starts from ``out/<previous stage>/model``;
     the first stage of a released-weights profile from ``out/init/model`` (see ``initial_checkpoint``).
-    Unknown stages and batch sizes the world size cannot make fail here, before anything runs."""
+    Unknown stages, batch sizes the world size cannot make and rows longer than the starting model's
+    positions fail here, before anything runs."""
     stage, _, _ = stage_plan(stage_name, profile, launch, vision_schedule, overrides)
+    check_row_length(stage, starting_text_config(stage, load_profile(profile), out)["max_position_embeddings"])
     out = Path(out)
     cmd = launch.prefix() + ["--stage", stage.name, "--profile", str(profile), "--vision-schedule", vision_schedule,
                              "--out", str(out / stage.name)]
@@ -175,18 +177,21 @@ def prepare_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str
                   skip_missing: bool = False, vision_schedule: str = "table2", compose: bool = True) -> DataReport:
     """What must hold before ranks start: the stage's data is there, the initial checkpoint exists
     (composed here unless ``compose`` is off: on nodes other than node 0 of a multi-node run), and the
-    records' lengths are measured, over-long ones dropped (or refused: policy ``error``). Returns what the
-    stage will read."""
-    stage = load_stage(stage_name, vision_schedule)
+    records' lengths are measured, over-long ones dropped (or refused: policy ``error``). Every record is
+    validated on the way (schema, images, length; see ``medkit.data.mixture``), so a bad one stops here,
+    named by file and line, not in a rank's traceback. Returns what the stage will read."""
+    config = load_profile(profile)
+    stage = stage_for_profile(load_stage(stage_name, vision_schedule), config)  # the rows the ranks will pack
     check_stage_sources(stage, corpus=corpus, data_root=data_root, leakage_report=leakage_report,
                         skip_missing=skip_missing)
-    if stage.init_from is None and not load_profile(profile).is_tiny:
+    if stage.init_from is None and not config.is_tiny:
         if compose:
             compose_in_subprocess(profile, out)
         elif not (Path(out) / INIT_DIR / "model" / "config.json").is_file():
             raise FileNotFoundError(f"{Path(out) / INIT_DIR / 'model'} not found: run `medkit compose --profile "
                                     f"{profile} --out {out}` once (or start node 0 first) before the other nodes")
-    processor, text_config = stage_processor(stage, load_profile(profile), out)
+    processor, text_config = stage_processor(stage, config, out)
+    check_row_length(stage, text_config.max_position_embeddings)  # the checkpoint's, once it is composed
     _, report = stage_dataset(stage, processor, corpus=corpus, data_root=data_root, leakage_report=leakage_report,
                               skip_missing=skip_missing, max_position_embeddings=text_config.max_position_embeddings,
                               lengths_dir=Path(out) / stage.name / LENGTHS_DIR, workers=len(os.sched_getaffinity(0)))
@@ -212,11 +217,14 @@ def stage_processor(stage: StageConfig, profile: Profile, out: str | Path):
 
 
 def overlong_summary(report: DataReport) -> str:
-    """One line on the length check: the limit, and per dataset how many records it left out."""
+    """One line on the length check: the limit, per dataset how many records it left out, and the
+    datasets the stage trains nothing from (--skip-missing), with why."""
     dropped = [f"{s.name} {s.overlong:,}" for s in report.sources if s.overlong]
     what = f"dropped {', '.join(dropped)}" if dropped else "none over it"
+    missing = [f"{s.name} ({s.missing_reason})" for s in report.sources if s.missing_reason]
+    nothing = f"; nothing from {'; '.join(missing)}" if missing else ""
     return (f"[medkit] {report.stage}: {report.records:,} records, at most {report.length_limit:,} tokens each; "
-            f"{what} (see data_report.json)")
+            f"{what}{nothing} (see data_report.json)")
 
 
 def stage_dry_run(stage_name: str, *, profile: str, out: str | Path, corpus: str | Path | None = None,
@@ -226,7 +234,8 @@ def stage_dry_run(stage_name: str, *, profile: str, out: str | Path, corpus: str
     """What ``medkit train`` would run, resolved: world size, batches, length limit, attention, router loss,
     checkpoint policy, starting weights, the generated DeepSpeed config, the data's records per dataset and
     the launcher command. Starts no rank, composes and loads no model, opens no image, needs no tokenizer;
-    data that is missing or unreadable is reported, not raised (a bad batch split still is)."""
+    data that is missing or unreadable is reported, not raised (a bad batch split still is, and so
+    is a max_length beyond the starting model's positions)."""
     config = load_profile(profile)
     stage, plan, policy = stage_plan(stage_name, config, launch, vision_schedule, overrides)
     cmd = stage_command(stage_name, profile=profile, out=out, corpus=corpus, data_root=data_root,
@@ -271,12 +280,17 @@ def batch_lines(stage: StageConfig, plan: BatchPlan) -> list[str]:
 
 def starting_text_config(stage: StageConfig, profile: Profile, out: str | Path) -> dict:
     """The language model's config as the ranks will see it: from the starting checkpoint's config.json
-    when it exists, else the profile's (which mirrors the released one)."""
+    when it exists; before the first stage's checkpoint is composed, from the released language model's
+    config.json when it is a local folder (what composing copies); else the profile's (which mirrors the
+    released one)."""
     start = starting_checkpoint(stage, profile, out)
     if start is not None and (start / "config.json").is_file():
         return json.loads((start / "config.json").read_text())["text_config"]
     from transformers import GptOssConfig  # its defaults fill what the profile leaves out
 
+    released = Path(profile.model.language_model) / "config.json"
+    if stage.init_from is None and not profile.is_tiny and released.is_file():
+        return GptOssConfig.from_dict(json.loads(released.read_text())).to_dict()
     return GptOssConfig(**profile.model.text_config).to_dict()
 
 
@@ -329,12 +343,17 @@ def data_lines(stage: StageConfig, plan: BatchPlan, *, corpus, data_root, leakag
         report = stage_record_counts(stage, corpus=corpus, data_root=data_root, leakage_report=leakage_report)
     except (SchemaError, ValueError) as e:
         return [f"data         unreadable: {e}", *problems]
+    # what only reading shows (every record excluded, none of the split): refused like an absent dataset
+    emptied = [s for s in report.sources if s.missing_reason and not absence(Path(s.path))]
+    if emptied and not (skip_missing and data_root):
+        problems.append(left_out_message(stage, report, emptied))
     where = f"{stage.mixture} mixture under {data_root}" if data_root else f"synthetic corpus {corpus}"
     epoch = f", one epoch ~{-(-report.records // plan.global_batch):,} optimizer steps" if report.records else ""
-    lines = [f"data         {where}: {report.records:,} records{epoch} (leakage exclusions applied; lengths are "
-             "measured when training starts)"]
+    lines = [f"data         {where}: {report.records:,} records{epoch} (leakage exclusions applied; every record "
+             "and its image paths validated; image headers and lengths are checked when training starts)"]
     lines += [f"  {s.name:<46} {Path(s.path).name:<40} {s.format:<7} {s.records:>10,}"
-              + (f"  (Table 1: {s.table1_examples:,})" if s.table1_examples else "") for s in report.sources]
+              + (f"  (Table 1: {s.table1_examples:,})" if s.table1_examples else "")
+              + (f"  [{s.missing_reason}]" if s.missing_reason else "") for s in report.sources]
     lines += [f"  NOT READY: {problem}" for problem in problems]
     return lines
 

@@ -39,7 +39,8 @@ from medkit.training.packing import PackingCollator
 from medkit.training.deepspeed_setup import init_distributed, mark_moe_leaf_modules, zero3_config
 from medkit.training.run import LossRecorder, TrainResult
 from medkit.training.stages import (BatchPlan, CheckpointPolicy, StageConfig, apply_trainable, checkpoint_policy,
-                                    load_stage, optimizer_groups, stage_for_profile, with_batch_sizes)
+                                    check_row_length, load_stage, optimizer_groups, stage_for_profile,
+                                    with_batch_sizes)
 
 def stage_training_args(stage: StageConfig, profile: Profile, out_dir: Path, plan: BatchPlan,
                         policy: CheckpointPolicy, *, max_steps: int | None = None) -> TrainingArguments:
@@ -263,6 +264,7 @@ def run_stage(stage: StageConfig, profile: Profile, corpus: Path | None, out_dir
     apply_trainable(model, stage.trainable)
     optimizer = AdamW(optimizer_groups(model, stage), betas=(stage.adam_beta1, stage.adam_beta2),
                       eps=stage.adam_epsilon)
+    check_row_length(stage, model.config.text_config.max_position_embeddings)  # a rank started by hand too
     processor = MedGPTOssProcessor.for_model(model.config, tokenizer, profile)
     # the launcher measured the records' lengths into out_dir/lengths; a stage started without it measures here
     dataset, data_report = stage_dataset(stage, processor, corpus=corpus, data_root=data_root,

@@ -221,13 +221,29 @@ def with_batch_sizes(stage: StageConfig, per_device: int | None = None, global_b
 
 
 def stage_for_profile(stage: StageConfig, profile: Profile) -> StageConfig:
-    """The stage with the profile's stand-ins applied: its batch sizes, and its learning rate for every
-    part if it has one for this stage (the tiny profile's toy-size values, see its ``training:``)."""
+    """The stage with the profile's stand-ins applied: its batch sizes, its learning rate for every part
+    if it has one for this stage (the tiny profile's toy-size values, see its ``training:``), and for a
+    model built from the profile's configs rows no longer than its positions (Table 2's 32,768 tokens
+    are for the released GPT-oss's 131,072; the toy model has 8,192). A released model's positions are
+    checked instead (``check_row_length``): its config may not be the profile's."""
     stage = with_batch_sizes(stage, profile.training.per_device_batch_size, profile.training.global_batch_size)
+    positions = profile.model.text_config.get("max_position_embeddings")
+    if profile.is_tiny and positions:
+        stage = replace(stage, max_length=min(stage.max_length, positions))
     rate = profile.training.learning_rate.get(stage.name)
     if rate is None:
         return stage
     return replace(stage, learning_rate=LearningRates(vision=rate, projector=rate, llm=rate))
+
+
+def check_row_length(stage: StageConfig, max_position_embeddings: int) -> None:
+    """Refuse a stage whose rows are longer than the model has positions for: its samples could be up to
+    ``max_length`` tokens, and those past the positions would either train on rotary angles the model
+    never learned or be dropped without the config saying so."""
+    if stage.max_length > max_position_embeddings:
+        raise ConfigError(f"stage {stage.name}: max_length {stage.max_length:,} tokens exceeds the model's "
+                          f"max_position_embeddings {max_position_embeddings:,}; lower the stage's max_length to "
+                          f"at most {max_position_embeddings:,} or start from a model with more positions")
 
 
 def load_stage(name: str, vision_schedule: VisionSchedule = "table2") -> StageConfig:
