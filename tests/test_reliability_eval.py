@@ -64,6 +64,9 @@ def test_finding_01_rescore_refuses_predictions_of_changed_data(tmp_path, tiny_c
     err = capsys.readouterr().err
     assert "medqa-00000" in err and "medqa-00001" in err and "changed" in err
     assert main(eval_args(tiny_checkpoint, data_root, out, "--resume")) == 2
+    assert "changed" in capsys.readouterr().err
+    assert main(eval_args(tiny_checkpoint, data_root, out, "--dry-run")) == 2  # the plan says so too
+    assert "changed" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- 2
@@ -213,6 +216,16 @@ def test_finding_10_a_non_utf8_store_names_file_and_line(tmp_path, tiny_checkpoi
     assert f"{store} line 3" in capsys.readouterr().err
 
 
+def test_finding_10_a_damaged_key_file_is_named(tmp_path, tiny_checkpoint, data_root, capsys):
+    out = tmp_path / "eval"
+    assert main(eval_args(tiny_checkpoint, data_root, out)) == 0
+    (key,) = out.glob("predictions/*/medqa/*.key.json")
+    key.write_text("{bad")
+    capsys.readouterr()
+    assert main(eval_args(tiny_checkpoint, data_root, out, "--resume")) == 2
+    assert f"{key}: damaged key file" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------- 11
 
 
@@ -304,6 +317,11 @@ def test_finding_12_a_bad_params_yaml_is_a_cli_error(tmp_path, capsys):
     assert main(["notebooks", "--params", str(params), "--only", "01"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("medkit notebooks: error:") and str(params) in err and "line" in err
+
+
+def test_resume_and_rescore_together_are_refused(tmp_path, tiny_checkpoint, data_root, capsys):
+    assert main(eval_args(tiny_checkpoint, data_root, tmp_path / "eval", "--resume", "--rescore")) == 2
+    assert "pass one of them" in capsys.readouterr().err and not (tmp_path / "eval").exists()
 
 
 def test_finding_12_debug_shows_the_traceback(tmp_path, tiny_checkpoint, data_root, capsys):

@@ -107,9 +107,12 @@ def pending_items(items: Sequence[Sample], done: dict[str, Prediction], store: P
     return [sample for sample in items if sample.id not in done]
 
 
-def check_stored_prompts(items: Sequence[Sample], done: dict[str, Prediction], store: PredictionStore) -> None:
-    """Each stored prediction must come from the item's prompt as it is now (resume and rescore alike)."""
-    check_prompts({s.id: prompt_hash(s, ROOT) for s in items if s.id in done}, done, str(store.path))
+def check_stored_prompts(items: Sequence[Sample], done: dict[str, Prediction], store: PredictionStore) -> dict[str, str]:
+    """Each stored prediction must come from the item's prompt as it is now (resume and rescore alike);
+    returns the current prompt hash of each stored item."""
+    current = {s.id: prompt_hash(s, ROOT) for s in items if s.id in done}
+    check_prompts(current, done, str(store.path))
+    return current
 
 
 def prompt_length(adapter: ModelAdapter, sample: Sample) -> int:
@@ -352,7 +355,7 @@ def finish(adapter: ModelAdapter, job: PreparedBenchmark, request: EvalRequest, 
     job.store.merge_shards()
     benchmark, items = job.loaded.benchmark, job.loaded.items
     stored = job.store.read()
-    check_stored_prompts(items, stored, job.store)  # what the ranks appended too
+    prompts = check_stored_prompts(items, stored, job.store)  # what the ranks appended too
     metrics, rows = score(benchmark, items, stored, request.n_boot, request.seed)
     result = {"benchmark": benchmark.name, "title": benchmark.title, "table": benchmark.table, "model": adapter.name,
               **(identity or model_identity(adapter)), "profile": request.profile, "seed": request.seed,
@@ -361,6 +364,8 @@ def finish(adapter: ModelAdapter, job: PreparedBenchmark, request: EvalRequest, 
               "max_new_tokens": job.settings.max_new_tokens,
               "max_new_tokens_from": request.budget(benchmark)[1],
               "metrics": metrics, "store": str(job.store.path), "generated_now": job.pending,
+              # the exact prompts scored (ids and prompt hashes), so a result can be matched to its data
+              "prompts_sha256": canonical_hash(sorted(prompts.items()), length=64),
               "nproc": request.nproc, "decode_seconds": decode_seconds, "parallel_decode_seconds": parallel_seconds}
     return result, rows
 
@@ -373,7 +378,8 @@ def plan_eval(adapter: ModelAdapter, request: EvalRequest) -> list[dict[str, Any
     rows = []
     for loaded in load_selection(request):
         store = open_store(adapter, loaded, request)
-        stored = store.stored_ids()
+        stored = store.peek()
+        check_stored_prompts(loaded.items, stored, store)  # the run itself would refuse them
         pending = [s for s in loaded.items if s.id not in stored]
         batches = -(-len(pending) // request.batch_size)
         budget, origin = request.budget(loaded.benchmark)

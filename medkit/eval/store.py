@@ -88,12 +88,16 @@ class PredictionStore:
     def shard_paths(self) -> list[Path]:
         return sorted(self.folder.glob(f"{self.key_hash}.rank*.jsonl"))
 
-    def stored_ids(self) -> set[str]:
-        """Ids held by the main file and any rank shards, read without changing anything (a dry run)."""
-        ids = {prediction.id for _, prediction in read_lines(self.path)}
+    def peek(self) -> dict[str, Prediction]:
+        """The predictions held by the main file and any rank shards, read without changing anything
+        (a dry run)."""
+        found = {prediction.id: prediction for _, prediction in read_lines(self.path)}
         for shard in self.shard_paths():
-            ids.update(prediction.id for _, prediction in read_lines(shard))
-        return ids
+            found.update((prediction.id, prediction) for _, prediction in read_lines(shard))
+        return found
+
+    def stored_ids(self) -> set[str]:
+        return set(self.peek())
 
     def merge_shards(self) -> int:
         """Append the ranks' shards to the main file and delete them; returns the predictions added.
@@ -124,7 +128,7 @@ class PredictionStore:
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.key_path.is_file():
-            if json.loads(self.key_path.read_text()) != json.loads(json.dumps(self.key)):
+            if read_key(self.key_path) != json.loads(json.dumps(self.key)):
                 raise StoreError(f"{self.key_path}: stored key differs from this run's key (hash collision?)")
         else:
             tmp = self.key_path.with_suffix(".tmp")
@@ -164,6 +168,16 @@ class PredictionStore:
         if data and not data.endswith(b"\n"):
             with self.path.open("r+b") as f:
                 f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_key(path: Path) -> Any:
+    """A store's key file (what its predictions were generated with); a damaged one names itself."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path}: damaged key file ({e}); it records what the predictions beside it were "
+                         f"generated with, so they cannot be trusted: delete {path.stem.removesuffix('.key')}.* "
+                         "in that folder to start this store over") from None
 
 
 def read_lines(path: Path) -> Iterable[tuple[int, Prediction]]:
