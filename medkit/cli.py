@@ -10,8 +10,8 @@ from pathlib import Path
 
 from medkit.config import ConfigError
 
-DEFAULT_EVAL_OUT = "runs/notebooks/eval"
-DEFAULT_ABLATION = "runs/notebooks/ablation/results.json"
+DEFAULT_EVAL_OUT = "<latest run>/eval"  # the notebooks' run folder: runs/LATEST, else runs/notebooks
+DEFAULT_ABLATION = "<latest run>/ablation/results.json"
 
 
 def positive_int(text: str) -> int:
@@ -272,7 +272,10 @@ def tables_inputs(args: argparse.Namespace) -> tuple[str, str]:
                                 "OUT/results/<model>/<benchmark>.json)")
     if args.ablation is not None and not Path(args.ablation).is_file():
         raise FileNotFoundError(f"--ablation {args.ablation}: no such file (the ablation writes results.json)")
-    return args.eval_out or DEFAULT_EVAL_OUT, args.ablation or DEFAULT_ABLATION
+    from medkit.notebook.params import latest_run_dir
+
+    run = latest_run_dir()
+    return args.eval_out or str(run / "eval"), args.ablation or str(run / "ablation" / "results.json")
 
 
 def cmd_tables(args: argparse.Namespace) -> int:

@@ -101,3 +101,32 @@ def test_notebook_past_its_timeout_is_stopped_and_its_kernel_killed(project, mon
     assert "TIMEOUT 01_hangs.ipynb" in capsys.readouterr().err
     kernel = int((project / "kernel.pid").read_text())
     assert not psutil.pid_exists(kernel) or psutil.Process(kernel).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_run_is_recorded_so_notebooks_opened_later_default_to_it(project, monkeypatch):
+    from medkit.notebook.params import notebook_parameters
+
+    add_notebooks(project, **{"01_seed": "01_seed"})
+    assert notebook_parameters({}).run == project / "runs" / "notebooks"  # no run yet
+    assert medkit_notebooks("--run-id", "first") == 0
+    work = project / "runs" / "first" / "work"
+    assert (project / "runs" / "LATEST").read_text().strip() == str(work)
+    work.mkdir(parents=True, exist_ok=True)
+    assert notebook_parameters({}).run == work
+    monkeypatch.chdir(project / "notebooks")  # JupyterLab's working folder: the same run, the same paths
+    assert notebook_parameters({}).run == work
+    (project / "models" / "m").mkdir(parents=True)
+    assert notebook_parameters({"model_path": "models/m"}).model_path == str(project / "models" / "m")
+    assert notebook_parameters({"run_dir": "runs/other"}).run == project / "runs" / "other"
+
+
+def test_an_executed_copy_shows_its_finished_progress_bar_as_text(project):
+    """Opened untrusted (as every papermill copy is), a widget bar shows its first frame forever; the
+    runner's kernels draw plain-text bars, whose last frame is what the saved output says."""
+    add_notebooks(project, **{"01_progress": "progress"})
+    assert medkit_notebooks("--run-id", "bars") == 0
+    nb = nbformat.read(project / "runs" / "bars" / "01_progress.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "train: 100%" in text and "30/30" in text.split("\r")[-1]

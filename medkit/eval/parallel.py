@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from tqdm.auto import tqdm
 
+from medkit.progress import progress_bar
 from medkit.eval.placement import split_devices, visible_gpus
 
 POLL_SECONDS = 1.0
@@ -143,7 +143,7 @@ def wait_for_ranks(ranks: list[RankProcess], prepared: Sequence[Any], progress: 
     """Poll the ranks and their shards (for the progress bar) until all exit; the first failure stops
     the others, so a bad rank (out of memory, a broken image) is reported at once, not hours later."""
     total = sum(job.pending for job in prepared)
-    bar = tqdm(total=total, desc=f"eval on {len(ranks)} ranks", unit="item", disable=not progress)
+    bar = progress_bar(total=total, desc=f"eval on {len(ranks)} ranks", unit="item", disable=not progress)
     try:
         while True:
             bar.update(stored_in_shards(prepared) - bar.n)

@@ -37,12 +37,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from tqdm.auto import tqdm
 
 from medkit.data.schema import Sample
 from medkit.eval.adapters import ModelAdapter, prompt_hash
 from medkit.eval.benchmarks import Benchmark, LoadedBenchmark, get_benchmark, load_benchmark
 from medkit.eval.generation import DecodeSettings
+from medkit.progress import progress_bar, progress_note
 from medkit.eval.store import (Prediction, PredictionStore, StoreError, canonical_hash, check_prompts,
                                prediction_from)
 
@@ -338,8 +338,10 @@ def decode_here(adapter: ModelAdapter, prepared: Sequence[PreparedBenchmark], pr
     """One process decodes every pending batch; returns the decode seconds per benchmark."""
     seconds = {}
     for job in prepared:
+        if not job.batches:
+            continue  # served from the store (run_eval says so)
         start = time.perf_counter()
-        bar = tqdm(total=job.pending, desc=job.name, unit="item", disable=not progress)
+        bar = progress_bar(total=job.pending, desc=job.name, unit="item", disable=not progress)
         decode_batches(adapter, job.loaded.benchmark, job.batches, job.store, job.settings, bar)
         bar.close()
         seconds[job.name] = round(time.perf_counter() - start, 2)
@@ -415,6 +417,11 @@ def run_eval(adapter: ModelAdapter, request: EvalRequest, *, generate: bool = Tr
         for benchmark in selection:  # every store locked before any is touched: a second run writes nothing
             locks.enter_context(open_store(adapter, benchmark, request).lock())
         prepared = [prepare(adapter, benchmark, request, generate) for benchmark in selection]
+        if progress:
+            for job in prepared:
+                if not job.batches:  # a rerun: say where the numbers come from instead of an empty 0/0 bar
+                    progress_note(f"{job.name}: all {len(job.loaded.items)} predictions served from the store "
+                                  f"{job.store.path} (nothing to decode)")
         seconds: dict[str, float] = {}
         parallel_seconds = None
         if any(job.batches for job in prepared):

@@ -8,7 +8,7 @@ import pandas as pd
 
 from medkit.eval.benchmarks import benchmark_names
 from medkit.eval.runner import EvalRequest, run_eval
-from medkit.notebook.params import NotebookParameters
+from medkit.notebook.params import NotebookParameters, from_root
 
 INSTRUCT_MODEL = Path("train") / "instruct" / "model"
 MODEL_NAME = "medkit"  # result folder name; the tables show it as the paper's MedGPT-OSS column
@@ -16,7 +16,7 @@ MODEL_NAME = "medkit"  # result folder name; the tables show it as the paper's M
 
 def model_path(params: NotebookParameters) -> Path:
     """``model_path``, else the instruction-tuned model of this run (notebook 05)."""
-    path = Path(params.model_path) if params.model_path else params.run / INSTRUCT_MODEL
+    path = from_root(params.model_path) if params.model_path else params.run / INSTRUCT_MODEL
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no model at {path}: run notebook 05 first or set the model_path parameter")
     return path
@@ -29,7 +29,7 @@ def eval_request(params: NotebookParameters, table: str) -> EvalRequest:
 
         corpus = ensure_corpus(params.corpus, seed=params.seed)
     return EvalRequest(benchmarks=benchmark_names(table=table), out_dir=params.run / "eval",
-                       data_root=Path(params.data_root) if params.data_root else None, corpus_dir=corpus,
+                       data_root=from_root(params.data_root) if params.data_root else None, corpus_dir=corpus,
                        limit=params.limit, resume=True,  # a rerun continues the store, never duplicates it
                        replace=True,  # results/medkit/ is this run's model: a retrained one replaces it whole
                        max_new_tokens=params.max_new_tokens, batch_size=params.batch_size, nproc=params.nproc,

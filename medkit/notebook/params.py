@@ -18,13 +18,15 @@ from medkit.profiles import PROFILE_NAMES, encoder_registry
 
 SMOKE_ENV = "MEDKIT_SMOKE"
 RUN_DIR_ENV = "MEDKIT_RUN_DIR"  # overrides run_dir (the nbval run in `make test` points it at a temp folder)
+LATEST_FILE = Path("runs") / "LATEST"  # the notebook runner writes its run folder here (make reproduce)
+FALLBACK_RUN_DIR = Path("runs") / "notebooks"  # run_dir when no runner has run yet
 
 
 @dataclass
 class NotebookParameters:
     profile: str = "tiny"  # tiny, paper or a profile YAML path
     seed: int = 0
-    run_dir: str = "runs/notebooks"  # where every notebook of one run writes (shared between notebooks)
+    run_dir: str | None = None  # where every notebook of one run writes; None: the latest runner's (latest_run_dir)
     data_root: str | None = None  # native benchmark releases (paper); None: synthetic counterparts
     train_data_root: str | None = None  # the Table 1 training datasets (medkit.data.mixture); None: synthetic
     skip_missing: bool = False  # train on the Table 1 datasets present under train_data_root
@@ -43,8 +45,9 @@ class NotebookParameters:
     @property
     def run(self) -> Path:
         """``run_dir``; a relative path is taken from the project root, so JupyterLab (whose working
-        folder is ``notebooks/``) and papermill (started from the root) share one run folder."""
-        return from_root(self.run_dir)
+        folder is ``notebooks/``) and papermill (started from the root) share one run folder. None: the
+        run ``make reproduce`` last started, so a notebook opened afterwards finds its models and results."""
+        return from_root(self.run_dir) if self.run_dir is not None else latest_run_dir()
 
     @property
     def tables(self) -> Path:
@@ -60,15 +63,37 @@ class NotebookParameters:
         return self.run / "corpus"
 
 
-def from_root(path: str) -> Path:
-    path = Path(path)
-    if path.is_absolute():
-        return path
+def project_root() -> Path:
+    """Where relative paths are taken from: the current folder, or its parent inside ``notebooks/``."""
     cwd = Path.cwd()
-    return (cwd.parent if cwd.name == "notebooks" else cwd) / path
+    return cwd.parent if cwd.name == "notebooks" else cwd
+
+
+def from_root(path: str | Path) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() else project_root() / path
+
+
+def latest_run_dir() -> Path:
+    """The work folder of the notebook runner's latest run (``runs/LATEST``), else ``runs/notebooks``."""
+    latest = from_root(LATEST_FILE)
+    if latest.is_file():
+        recorded = Path(latest.read_text(encoding="utf-8").strip())
+        if recorded.is_dir():
+            return recorded
+    return from_root(FALLBACK_RUN_DIR)
+
+
+def record_latest_run(work_dir: Path, runs_root: Path) -> None:
+    """Written by the runner when a run starts, so notebooks opened later default to it."""
+    runs_root.mkdir(parents=True, exist_ok=True)
+    tmp = runs_root / f".{LATEST_FILE.name}.tmp"
+    tmp.write_text(f"{work_dir.resolve()}\n", encoding="utf-8")
+    tmp.replace(runs_root / LATEST_FILE.name)
 
 
 NAMES = tuple(f.name for f in fields(NotebookParameters))
+PATH_PARAMETERS = ("data_root", "train_data_root", "model_path")
 SMOKE = {"limit": 4, "max_steps": 2, "max_new_tokens": 8}
 IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 PLAIN_VALUES = (type(None), bool, int, float, str, list, dict, tuple)
@@ -85,6 +110,9 @@ def notebook_parameters(namespace: dict[str, Any]) -> NotebookParameters:
         values["run_dir"] = os.environ[RUN_DIR_ENV]
     params = from_dict(NotebookParameters, values, where="notebook parameters")
     check_values(params)
+    # every path parameter from the project root, as run_dir is (JupyterLab runs from notebooks/)
+    params = replace(params, **{name: str(from_root(getattr(params, name))) for name in PATH_PARAMETERS
+                                if getattr(params, name) is not None})
     if params.smoke or os.environ.get(SMOKE_ENV) == "1":
         params = replace(params, smoke=True, **{k: v if getattr(params, k) is None else min(v, getattr(params, k))
                                                  for k, v in SMOKE.items()})
@@ -117,10 +145,11 @@ def check_values(params: NotebookParameters) -> None:
         raise ConfigError(f"notebook parameter seed={params.seed!r}: must be >= 0")
     for name in ("data_root", "train_data_root", "model_path"):
         value = getattr(params, name)
-        if value is not None and not Path(value).exists():
-            raise ConfigError(f"notebook parameter {name}={value!r}: path does not exist")
+        if value is not None and not from_root(value).exists():
+            raise ConfigError(f"notebook parameter {name}={value!r}: path does not exist (relative paths are "
+                              f"taken from the project root {project_root()})")
     for name in ("run_dir", "tables_dir", "figures_dir"):
-        if not getattr(params, name).strip():
+        if getattr(params, name) is not None and not getattr(params, name).strip():
             raise ConfigError(f"notebook parameter {name}={getattr(params, name)!r}: must not be empty")
     if params.reasoning_effort not in (None, "low", "medium", "high"):
         raise ConfigError(f"notebook parameter reasoning_effort={params.reasoning_effort!r}: use low, medium or high")

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from medkit.config import ConfigError
+from medkit.progress import PLAIN_PROGRESS_ENV
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 KERNEL = "python3"
@@ -228,7 +229,9 @@ def execute(path: Path, executed: Path, parameters: dict[str, Any], *, timeout: 
         job.write_text(yaml.safe_dump({"input": str(path), "output": str(executed), "parameters": parameters,
                                        "cell_timeout": cell_timeout, "progress": progress, "cwd": str(cwd)}))
         start = time.perf_counter()
-        worker = subprocess.Popen([sys.executable, "-m", "medkit.notebook.runner", str(job)])
+        # plain-text bars in the kernels: an executed copy opens untrusted, and its widgets never redraw
+        worker = subprocess.Popen([sys.executable, "-m", "medkit.notebook.runner", str(job)],
+                                  env={**os.environ, PLAIN_PROGRESS_ENV: "1"})
         try:
             timed_out = not exits_within(worker, timeout)
         finally:  # also on Ctrl-C here: no kernel is left running
@@ -274,6 +277,9 @@ def run_notebooks(
     overrides.setdefault("run_dir", str(out_dir / "work"))
     per_notebook = check_overrides(paths, {k: v for k, v in overrides.items() if k != "run_dir"})
     out_dir.mkdir(parents=True, exist_ok=True)
+    from medkit.notebook.params import record_latest_run
+
+    record_latest_run(Path(overrides["run_dir"]), Path(runs_root).resolve())  # notebooks opened later find it
     results: list[NotebookRun] = []
     for path in paths:
         params = per_notebook[path]

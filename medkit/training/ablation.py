@@ -593,7 +593,7 @@ def run_ablation(
 
     On ``tiny`` the data root defaults to a synthetic corpus generated under ``out_dir/corpus``.
     """
-    from tqdm.auto import tqdm
+    from medkit.progress import progress_bar, progress_note
 
     profile = load_profile(profile_name)
     config, names = resolved_config(config, profile, encoders, max_steps, eval_limit)
@@ -611,8 +611,8 @@ def run_ablation(
     if config.base_lm is not None:
         print("[ablation] training the shared toy language model on the corpus texts")
         base_lm = train_base_lm(config, profile_name, data_root, out_dir / "base_lm")
-    for name in tqdm(names, desc="encoders", unit="encoder"):
-        tqdm.write(f"[ablation] {name}: projector pretraining, then projector + LoRA ({describe(where)})")
+    for name in progress_bar(names, desc="encoders", unit="encoder"):
+        progress_note(f"[ablation] {name}: projector pretraining, then projector + LoRA ({describe(where)})")
         compose_start(profile_name, name, base_lm, out_dir)
         for phase in PHASES:
             job = PhaseJob(phase, str(profile_name), name, config_path, data_root, out_dir)

@@ -389,7 +389,7 @@ def launch_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str 
 def run_with_progress(cmd: list[str], *, desc: str, total: int | None) -> tuple[int, list[str]]:
     """Run the launcher, advancing a bar on each step the Trainer logs (``{'loss': ...}`` lines, rank 0);
     returns the exit code and the last lines of output."""
-    from tqdm.auto import tqdm
+    from medkit.progress import progress_bar as tqdm
 
     tail: deque[str] = deque(maxlen=60)
     with tqdm(total=total, desc=desc, unit="step") as bar, subprocess.Popen(
