@@ -42,3 +42,39 @@ def audit_of(train_data_root: str, report: Path) -> Path | None:
         raise ConfigError(f"{report} audited {audited or 'the synthetic corpus'}, not {train_data_root}: "
                           "rerun notebook 01 with this train_data_root")
     return report
+
+
+def trained_settings(stage_name: str, P: NotebookParameters):
+    """What this run's stage trains with, beside the paper's stage config (Table 2): the profile's
+    stand-ins (the tiny profile's rates, batches and steps) and this notebook's parameters applied, as
+    ``medkit train`` resolves them for the ranks (``stage_plan``)."""
+    import pandas as pd
+
+    from medkit.profiles import load_profile
+    from medkit.training.launch import stage_plan
+    from medkit.training.stages import load_stage
+
+    profile = load_profile(P.profile)
+    paper = load_stage(stage_name)
+    run, plan, _ = stage_plan(stage_name, profile, Launch(nproc=P.nproc))
+    steps = P.max_steps or profile.training.max_steps
+
+    def column(stage, batch, world, max_steps):
+        trains = [part for part in ("vision", "projector", "llm") if getattr(stage.trainable, part)]
+        return {"trains": ", ".join(trains),
+                "learning rate (vision / projector / LLM)": " / ".join(
+                    f"{getattr(stage.learning_rate, part):g}" for part in ("vision", "projector", "llm")),
+                "samples per rank per micro-step": stage.per_device_batch_size,
+                "samples per optimizer step": stage.global_batch_size,
+                "ranks": world, "gradient accumulation": batch,
+                "optimizer steps": max_steps or f"{stage.epochs:g} epoch(s)",
+                "max tokens per row": f"{stage.max_length:,}",
+                "schedule": f"{stage.lr_scheduler}, warmup {stage.warmup_ratio:g}"}
+
+    paper_world = 8  # Table 2's setting: one node of 8 GPUs
+    frame = pd.DataFrame({
+        "Table 2 (paper, 8 GPUs)": column(paper, paper.global_batch_size // (paper.per_device_batch_size * paper_world),
+                                         paper_world, None),
+        f"this run ({profile.name}, {P.nproc} rank(s))": column(run, plan.accumulation, P.nproc, steps)})
+    frame.index.name = stage_name
+    return frame
