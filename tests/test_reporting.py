@@ -229,3 +229,37 @@ def test_stamp_hash_covers_table1_and_the_encoder_registry():
     names = {p.name for p in config_files("tiny")}
     assert {"tiny.yaml", "encoders.yaml", "table1.yaml", "baselines.yaml", "published.yaml",
             "pretrain.yaml"} <= names
+
+
+def test_figure2_draws_not_printed_values_as_markers_never_as_bars(tmp_path, monkeypatch):
+    """A published value the paper does not print is a marker on the axis: a drawn bar of any height
+    would read as a score (the old full-height hatched outline made unprinted models look best)."""
+    import medkit.reporting.figures as figures
+    from medkit.reporting.published import published_figure2
+
+    captured = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out_dir, name, stamp: captured.setdefault("fig", fig))
+    published = published_figure2()
+    figures.figure2(tmp_path, published=published)
+    ax = captured["fig"].axes[0]
+    heights = sorted(round(p.get_height(), 3) for p in ax.patches if p.get_height() > 0)
+    printed = sorted(round(float(v), 3) for v in published.to_numpy().ravel() if figures.is_number(v))
+    assert heights == printed  # one bar per printed number, none for the unprinted ones
+    markers = [line for line in ax.lines if line.get_marker() == figures.NOT_PRINTED_MARKER and len(line.get_xdata())]
+    unprinted = sum(not figures.is_number(v) for v in published.to_numpy().ravel())
+    assert len(markers) == unprinted
+    assert min(t.get_fontsize() for t in ax.texts) >= 7
+
+
+def test_figure1_caption_gives_the_item_counts_and_which_differences_exceed_the_cis():
+    import pandas as pd
+
+    from medkit.reporting.figures import items_line, separation_line
+
+    table = pd.DataFrame({"Acc. CI low": [10.0, 40.0, 12.0], "Acc. CI high": [30.0, 60.0, 35.0],
+                          "Loss CI low": [1.0, 1.1, 1.05], "Loss CI high": [1.2, 1.3, 1.25],
+                          "n (MC)": [100, 100, 100], "n (loss)": [50, 50, 50]}, index=["clip", "siglip", "medsiglip"])
+    assert items_line(table) == "each encoder: 100 held-out MC items, 50 held-out loss samples"
+    line = separation_line(table)
+    assert "accuracy: CIs disjoint for clip vs siglip, siglip vs medsiglip" in line
+    assert "loss: every pair of CIs overlaps" in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -79,3 +80,52 @@ def figure2_of_run(params: NotebookParameters) -> dict[str, Path]:
 
     return figure2(params.run / "figures", fresh=results_frame(params.run / "eval", "figure2"),
                    stamp=run_stamp(params.profile, params.seed))
+
+
+EXCERPT = 160  # characters of a prompt, output or reference shown per prediction
+
+
+def excerpt(text: str, width: int = EXCERPT, tail: bool = False) -> str:
+    """``text`` on one line, cut to ``width`` characters (its end for a prompt, where the question is)."""
+    text = " ".join(str(text).split())
+    if len(text) <= width:
+        return text
+    return "…" + text[-(width - 1):] if tail else text[: width - 1] + "…"
+
+
+def prompt_text(sample) -> str:
+    """The user turn as a reader sees it: text parts, each image as ``[image]``."""
+    from medkit.data.schema import content_parts
+
+    user = [m for m in sample.messages if m["role"] == "user"][-1]
+    return " ".join("[image]" if p["type"] == "image" else p["text"] for p in content_parts(user))
+
+
+def sample_predictions(params: NotebookParameters, table: str, per_benchmark: int = 2) -> pd.DataFrame:
+    """A few of this run's predictions per benchmark of ``table``, from the result files and the store:
+    the end of the prompt, the raw output, the parsed answer, the gold answer and whether it counted."""
+    from medkit.eval.benchmarks import load_benchmark
+    from medkit.eval.store import read_lines
+
+    request = eval_request(params, table)
+    folder = request.out_dir / "results" / MODEL_NAME
+    rows = []
+    for name in request.benchmarks:
+        result_path = folder / f"{name}.json"
+        if not result_path.is_file():
+            continue
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+        scored = json.loads((folder / f"{name}.items.json").read_text(encoding="utf-8"))
+        outputs = {p.id: p for _, p in read_lines(Path(result["store"]))}
+        loaded = load_benchmark(name, data_root=request.data_root, corpus_dir=request.corpus_dir,
+                                limit=request.limit, options=result.get("options") or None)
+        items = {s.id: s for s in loaded.items}
+        for row in scored[:per_benchmark]:
+            sample, output = items[row["id"]], outputs[row["id"]]
+            gold = sample.meta["answer"]
+            if "options" in sample.meta:
+                gold = f"{gold}. {sample.meta['options'][gold]}"
+            rows.append({"benchmark": name, "id": row["id"], "prompt (end)": excerpt(prompt_text(sample), tail=True),
+                         "raw output": excerpt(output.raw), "parsed": row.get("parsed", "–"),
+                         "gold": excerpt(gold, 80), "correct": row.get("correct", "–")})
+    return pd.DataFrame(rows)

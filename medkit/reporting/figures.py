@@ -20,10 +20,14 @@ from medkit.reporting.provenance import Stamp  # noqa: E402
 from medkit.reporting.published import NOT_PRINTED, published_figure2  # noqa: E402
 from medkit.reporting.tables import ablation_table, is_number, load_ablation  # noqa: E402
 
-SIZE = (8.0, 3.6)
+SIZE = (9.0, 4.2)
 DPI = 150
-STYLE = {"svg.hashsalt": "medkit", "font.family": "DejaVu Sans", "font.size": 8,
+# sizes in points, read at 100% zoom: labels and legend no smaller than 8 pt, bar annotations 7 pt
+STYLE = {"svg.hashsalt": "medkit", "font.family": "DejaVu Sans", "font.size": 9,
          "path.simplify": False, "pdf.compression": 6}
+ANNOTATION_PT = 7
+CAPTION_PT = 7.5
+NOT_PRINTED_MARKER = "x"  # a marker on the axis, never a bar: nothing the eye can read as a height
 
 
 def _save(fig, out_dir: str | Path, name: str, stamp: Stamp | None) -> dict[str, Path]:
@@ -40,7 +44,7 @@ def _save(fig, out_dir: str | Path, name: str, stamp: Stamp | None) -> dict[str,
 
 def _caption(fig, text: str, stamp: Stamp | None) -> None:
     lines = [text] + ([stamp.line()] if stamp else [])
-    fig.text(0.01, 0.01, "\n".join(lines), fontsize=6, va="bottom", ha="left", wrap=True)
+    fig.text(0.01, 0.01, "\n".join(lines), fontsize=CAPTION_PT, va="bottom", ha="left", wrap=True)
 
 
 # ---------------------------------------------------------------- Figure 1: encoder ablation
@@ -70,10 +74,32 @@ def figure1(results: str | Path | dict, out_dir: str | Path, stamp: Stamp | None
                    "Held-out loss", "#dd8452")
         loss.set_title("Held-out loss (lower is better)")
         fig.suptitle(f"Figure 1 (reproduction): vision-encoder ablation, profile '{data['profile']}'")
-        _caption(fig, f"Profile {data['profile']}, seed {data['seed']}; bars = 95% bootstrap CI. "
-                      "The paper prints no numbers for Figure 1.", stamp)
-        fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+        _caption(fig, f"Profile {data['profile']}, seed {data['seed']}; {items_line(table)}; bars = 95% bootstrap "
+                      f"CI. {separation_line(table)} The paper prints no numbers for Figure 1.", stamp)
+        fig.tight_layout(rect=(0, 0.14, 1, 0.95))
         return _save(fig, out_dir, name, stamp)
+
+
+def items_line(table: pd.DataFrame) -> str:
+    """How many items each encoder's numbers rest on (the same for all in one run, else listed)."""
+    mc, loss = sorted(set(table["n (MC)"])), sorted(set(table["n (loss)"]))
+    if len(mc) == 1 and len(loss) == 1:
+        return f"each encoder: {mc[0]} held-out MC items, {loss[0]} held-out loss samples"
+    return "held-out items per encoder: " + ", ".join(f"{e} {int(n)}" for e, n in table["n (MC)"].items())
+
+
+def separation_line(table: pd.DataFrame) -> str:
+    """Which encoder pairs differ beyond their 95% CIs (disjoint intervals), for accuracy and loss."""
+    def disjoint(low: str, high: str) -> list[str]:
+        names = list(table.index)
+        return [f"{a} vs {b}" for i, a in enumerate(names) for b in names[i + 1:]
+                if table.at[a, low] > table.at[b, high] or table.at[b, low] > table.at[a, high]]
+
+    parts = []
+    for metric, low, high in (("accuracy", "Acc. CI low", "Acc. CI high"), ("loss", "Loss CI low", "Loss CI high")):
+        pairs = disjoint(low, high)
+        parts.append(f"{metric}: {'CIs disjoint for ' + ', '.join(pairs) if pairs else 'every pair of CIs overlaps'}")
+    return "Differences beyond the CIs: " + "; ".join(parts) + "."
 
 
 # ---------------------------------------------------------------- Figure 2: report generation
@@ -88,10 +114,11 @@ def _series(published: pd.DataFrame, fresh: pd.DataFrame | None, fresh_label: st
     return series
 
 
-def _unknown_bar(ax, x: float, width: float, top: float) -> None:
-    # full-height hatched outline: visibly "no value", never mistaken for a measured bar height
-    ax.bar(x, top, width=width, fill=False, hatch="///", edgecolor="0.6", linewidth=0.5)
-    ax.text(x, top * 0.02, NOT_PRINTED, rotation=90, fontsize=5, ha="center", va="bottom", color="0.35")
+def _unknown_bar(ax, x: float, width: float, top: float, color: Any) -> None:
+    # a marker on the baseline and a label, no bar: a drawn height would read as a score
+    ax.plot([x], [0], marker=NOT_PRINTED_MARKER, color=color, markersize=6, clip_on=False, linestyle="none")
+    ax.text(x, top * 0.03, NOT_PRINTED, rotation=90, fontsize=ANNOTATION_PT, ha="center", va="bottom",
+            color="0.35")
 
 
 def figure2(out_dir: str | Path, fresh: pd.DataFrame | None = None, stamp: Stamp | None = None,
@@ -116,24 +143,25 @@ def figure2(out_dir: str | Path, fresh: pd.DataFrame | None = None, stamp: Stamp
                 if is_number(value):
                     ax.bar(x, value, width=width, color=cmap(i % 10), edgecolor="black" if is_fresh else None,
                            label=None if _labelled(ax, label) else label)
-                    ax.text(x, value, f"{value:.3f}", rotation=90, fontsize=5, ha="center", va="bottom")
+                    ax.text(x, value, f"{value:.3f}", rotation=90, fontsize=ANNOTATION_PT, ha="center",
+                            va="bottom")
                 elif is_fresh:
                     # the reason ("needs ...") is in figure2_values; the bar slot only says what happened
                     text = value.split(":")[0] if isinstance(value, str) else "not run"
-                    ax.text(x, top * 0.02, text, rotation=90, fontsize=5, ha="center", va="bottom")
+                    ax.text(x, top * 0.03, text, rotation=90, fontsize=ANNOTATION_PT, ha="center", va="bottom")
                 else:
-                    _unknown_bar(ax, x, width, top)
-            if not _labelled(ax, label):  # a series with no bar at all: legend says why
+                    _unknown_bar(ax, x, width, top, cmap(i % 10))
+            if not _labelled(ax, label):  # a series with no bar at all: the legend shows its marker and why
                 why = "no value computed" if is_fresh else NOT_PRINTED
-                ax.bar(0, 0, width=0, fill=False, hatch="" if is_fresh else "///", edgecolor="0.6",
-                       label=f"{label} ({why})")
+                ax.plot([], [], marker=NOT_PRINTED_MARKER, color=cmap(i % 10), linestyle="none",
+                        label=f"{label} ({why})")
         ax.set_xticks(range(len(metrics)), metrics)
         ax.set_ylim(0, top)
         ax.set_ylabel("score (higher is better)")
         ax.set_title("Figure 2 (reproduction): MIMIC-CXR report generation")
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        _caption(fig, "Published bars only where the paper prints the number; hatched = not printed in the paper.",
-                 stamp)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        _caption(fig, f"Published bars only where the paper prints the number; '{NOT_PRINTED_MARKER}' on the axis = "
+                      "not printed in the paper (no value, not a zero).", stamp)
         fig.tight_layout(rect=(0, 0.1, 1, 1))
         return _save(fig, out_dir, name, stamp)
 
