@@ -223,6 +223,29 @@ def test_git_commit_says_when_tracked_files_changed(tmp_path):
     assert git_commit(tmp_path) == clean + "+dirty"
 
 
+def test_git_commit_never_claims_a_clean_tree_it_could_not_check(tmp_path, monkeypatch):
+    """A git status that times out (a fresh clone running its notebook filter) once read as clean."""
+    import medkit.reporting.provenance as provenance
+
+    real = provenance._git
+    monkeypatch.setattr(provenance, "_git", lambda folder, *args: None if args[0] == "status" else real(folder, *args))
+    commit = git_commit()
+    assert commit.endswith("+unverified") and len(commit.split("+")[0]) == 40
+
+
+def test_git_commit_leaves_notebooks_out_of_the_dirty_check(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.ipynb").write_text("{}")
+    git("add", "a.ipynb")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
+    clean = git_commit(tmp_path)
+    (tmp_path / "a.ipynb").write_text('{"outputs": 1}')  # executed in place: narration, not code
+    assert git_commit(tmp_path) == clean
+
+
 def test_stamp_hash_covers_table1_and_the_encoder_registry():
     from medkit.reporting.assemble import config_files
 

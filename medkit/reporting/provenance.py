@@ -52,20 +52,31 @@ def config_hash(configs: Any) -> str:
 
 def _git(folder: Path, *args: str) -> str | None:
     try:
-        done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10, check=False)
+        done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+# Notebooks hold narration and calls, not the code that computes a number, and checking them runs the
+# nbstripout clean filter (a Python process per notebook: 10-20 s in a fresh clone, where every notebook's
+# index entry is unverified), so they are left out of the dirty check.
+STATUS_PATHS = (".", ":(exclude)*.ipynb")
+UNVERIFIED = "+unverified"  # git status did not answer: never claim a clean tree we could not check
+
+
 def git_commit(repo: str | Path | None = None) -> str:
     """HEAD of the checkout holding ``repo`` (default: this package), with ``+dirty`` when tracked files
-    differ from it (the code that ran is then not exactly that commit), or :data:`UNKNOWN_COMMIT`."""
+    (notebooks aside) differ from it (the code that ran is then not exactly that commit), ``+unverified``
+    when that could not be checked, or :data:`UNKNOWN_COMMIT`."""
     folder = Path(repo) if repo is not None else Path(__file__).resolve().parent
     commit = _git(folder, "rev-parse", "HEAD")
     if not commit:
         return UNKNOWN_COMMIT
-    return commit + "+dirty" if _git(folder, "status", "--porcelain", "--untracked-files=no") else commit
+    changed = _git(folder, "status", "--porcelain", "--untracked-files=no", "--", *STATUS_PATHS)
+    if changed is None:
+        return commit + UNVERIFIED
+    return commit + "+dirty" if changed else commit
 
 
 def make_stamp(profile: str, configs: Any = None, seed: int | None = None, date: str | None = None,
