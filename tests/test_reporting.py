@@ -207,14 +207,19 @@ def test_git_commit_falls_back_outside_git(tmp_path):
     assert git_commit(tmp_path) == UNKNOWN_COMMIT
 
 
-def test_git_commit_says_when_tracked_files_changed(tmp_path):
+def committed_repo(folder, name: str, text: str) -> None:
+    """A git repository in ``folder`` whose one commit holds the file ``name``."""
     def git(*args):
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+        subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True)
 
     git("init", "-q")
-    (tmp_path / "a.txt").write_text("one")
-    git("add", "a.txt")
+    (folder / name).write_text(text)
+    git("add", name)
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
+
+
+def test_git_commit_says_when_tracked_files_changed(tmp_path):
+    committed_repo(tmp_path, "a.txt", "one")
     clean = git_commit(tmp_path)
     assert len(clean) == 40 and "+dirty" not in clean
     (tmp_path / "untracked.txt").write_text("ignored by the check")
@@ -234,13 +239,7 @@ def test_git_commit_never_claims_a_clean_tree_it_could_not_check(tmp_path, monke
 
 
 def test_git_commit_leaves_notebooks_out_of_the_dirty_check(tmp_path):
-    def git(*args):
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
-
-    git("init", "-q")
-    (tmp_path / "a.ipynb").write_text("{}")
-    git("add", "a.ipynb")
-    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
+    committed_repo(tmp_path, "a.ipynb", "{}")
     clean = git_commit(tmp_path)
     (tmp_path / "a.ipynb").write_text('{"outputs": 1}')  # executed in place: narration, not code
     assert git_commit(tmp_path) == clean
