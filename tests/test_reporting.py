@@ -285,3 +285,12 @@ def test_figure1_caption_gives_the_item_counts_and_which_differences_exceed_the_
     line = separation_line(table)
     assert "accuracy: CIs disjoint for clip vs siglip, siglip vs medsiglip" in line
     assert "loss: every pair of CIs overlaps" in line
+
+
+def test_markdown_footnotes_render_as_text_not_bullets_and_stay_apart():
+    from medkit.reporting.published import published_table
+    from medkit.reporting.tables import to_markdown
+
+    text = to_markdown(published_table(3))
+    assert "\n\n† OOD: out of distribution.\n\n\\* In-context learning statistics" in text
+    assert "\n* " not in text

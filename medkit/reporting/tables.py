@@ -105,11 +105,16 @@ def to_markdown(frame: pd.DataFrame, stamp: Stamp | None = None) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join([":---"] + ["---:"] * len(columns)) + "|")
     lines += ["| " + " | ".join([label] + row) + " |" for label, row in zip(rows, cells)]
-    if frame.attrs.get("footnotes"):
-        lines += [""] + list(frame.attrs["footnotes"])
+    for note in frame.attrs.get("footnotes", []):  # each its own paragraph: one line would run them together
+        lines += ["", markdown_note(note)]
     if stamp is not None:
         lines += ["", f"<!-- {stamp.line()} -->"]
     return "\n".join(lines) + "\n"
+
+
+def markdown_note(text: str) -> str:
+    """A footnote as literal text: the paper's "* opt = answer options." would render as a bullet."""
+    return "\\" + text if text[:2] in ("* ", "- ", "+ ") else text
 
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
