@@ -17,3 +17,19 @@ def test_sample_predictions_show_prompt_output_parsed_answer_and_gold(tmp_path, 
     assert first["benchmark"] == "medqa" and first["raw output"]  # what the store holds, cut to one line
     assert "Answer with the letter" in first["prompt (end)"]
     assert first["gold"][0] in "ABCDE" and first["gold"][1:3] == ". "
+
+
+def test_corpus_and_leakage_summaries_are_whole_tables_that_say_what_is_applied(tmp_path):
+    from medkit.data.leakage import LeakagePair, LeakageReport
+    from medkit.data.synthetic import generate_corpus
+    from medkit.notebook.data import corpus_summary, leakage_summary
+
+    generate_corpus(tmp_path, seed=0, sizes={"caption": 5, "text_mc": 10})
+    summary = corpus_summary(tmp_path)
+    assert summary.loc["total"].tolist() == [12, 3] and summary.loc["text_mc"].tolist() == [8, 2]
+    pairs = [LeakagePair(train_id=t, eval_id="e", signal="text_minhash", score=0.9) for t in ("a", "b", "a")]
+    report = LeakageReport(n_train=12, n_eval=3, max_phash_distance=6, text_jaccard_threshold=0.8, pairs=pairs)
+    shown = leakage_summary(report, applied=False)["value"]
+    assert shown["training samples flagged"] == 2
+    assert shown["left out of training"].startswith("0 (reported, not applied")
+    assert leakage_summary(report, applied=True)["value"]["left out of training"] == 2

@@ -45,3 +45,35 @@ def leakage_audit(corpus_dir: str | Path, *, data_root: str | Path | None = None
         report.train_source = str(Path(train_data_root).resolve())
         return clean, report
     return audit_leakage(corpus_training_items(corpus_dir), corpus_dir, evaluation, Path("/"))
+
+
+def corpus_summary(corpus_dir: str | Path) -> pd.DataFrame:
+    """The corpus's manifest as a table: items per task and split, and the images written."""
+    import json
+
+    manifest = json.loads((Path(corpus_dir) / "manifest.json").read_text(encoding="utf-8"))
+    images = sum(name.startswith("images/") for name in manifest.get("files", {}))
+    frame = pd.DataFrame(manifest["counts"]).T[["train", "eval"]]
+    frame.loc["total"] = frame.sum()
+    frame.index.name = f"task ({images:,} images)"
+    return frame
+
+
+def leakage_summary(report: LeakageReport, *, applied: bool) -> pd.DataFrame:
+    """The audit's counts, saying whether its flagged training items are left out of training
+    (``applied``: the Table 1 datasets) or only reported (the synthetic corpus)."""
+    counts = report.counts()
+    left_out = len(report.excluded_ids) if applied else 0
+    rows = {"training samples": report.n_train, "evaluation samples": report.n_eval,
+            f"image pairs (pHash distance <= {report.max_phash_distance})": counts["image_phash"],
+            f"text pairs (MinHash Jaccard >= {report.text_jaccard_threshold})": counts["text_minhash"],
+            "training samples flagged": len(report.excluded_ids),
+            "left out of training": left_out if applied else "0 (reported, not applied: synthetic corpus)"}
+    return pd.DataFrame({"value": rows}).rename_axis("leakage audit")
+
+
+def leakage_pairs(report: LeakageReport, n: int = 10) -> pd.DataFrame:
+    """The first ``n`` matched pairs (all of them are in ``<run>/leakage/leakage.md``)."""
+    rows = [{"train id": p.train_id, "eval id": p.eval_id, "signal": p.signal, "score": p.score}
+            for p in report.pairs[:n]]
+    return pd.DataFrame(rows, columns=["train id", "eval id", "signal", "score"])
