@@ -101,18 +101,22 @@ def open_store(adapter: ModelAdapter, loaded: LoadedBenchmark, request: EvalRequ
                            store_key(adapter, loaded, request))
 
 
-def pending_items(items: Sequence[Sample], done: dict[str, Prediction], store: PredictionStore) -> list[Sample]:
+def prompt_hashes(items: Sequence[Sample]) -> dict[str, str]:
+    """Each item's prompt hash (messages and image bytes), computed once per run: checking the store before
+    decoding, the lines appended and the store again before scoring all use these."""
+    return {s.id: prompt_hash(s, ROOT) for s in items}
+
+
+def pending_items(items: Sequence[Sample], done: dict[str, Prediction], store: PredictionStore,
+                  prompts: dict[str, str]) -> list[Sample]:
     """Items without a stored prediction; a stored one whose prompt changed is an error naming the items."""
-    check_stored_prompts(items, done, store)
+    check_stored_prompts(prompts, done, store)
     return [sample for sample in items if sample.id not in done]
 
 
-def check_stored_prompts(items: Sequence[Sample], done: dict[str, Prediction], store: PredictionStore) -> dict[str, str]:
-    """Each stored prediction must come from the item's prompt as it is now (resume and rescore alike);
-    returns the current prompt hash of each stored item."""
-    current = {s.id: prompt_hash(s, ROOT) for s in items if s.id in done}
-    check_prompts(current, done, str(store.path))
-    return current
+def check_stored_prompts(prompts: dict[str, str], done: dict[str, Prediction], store: PredictionStore) -> None:
+    """Each stored prediction must come from the item's prompt as it is now (resume and rescore alike)."""
+    check_prompts({i: h for i, h in prompts.items() if i in done}, done, str(store.path))
 
 
 def prompt_length(adapter: ModelAdapter, sample: Sample) -> int:
@@ -142,11 +146,14 @@ def scored_at_generation(benchmark: Benchmark, sample: Sample, final: str) -> tu
 
 
 def decode_batches(adapter: ModelAdapter, benchmark: Benchmark, batches: Sequence[Sequence[Sample]],
-                   store: PredictionStore, settings: DecodeSettings, bar: Any = None) -> None:
-    """Decode each batch and append it to ``store`` as soon as it finishes (a kill loses one batch)."""
+                   store: PredictionStore, settings: DecodeSettings, bar: Any = None,
+                   prompts: dict[str, str] | None = None) -> None:
+    """Decode each batch and append it to ``store`` as soon as it finishes (a kill loses one batch).
+    ``prompts``: the items' prompt hashes if already computed (else hashed here, as a rank does)."""
     for batch in batches:
         completions = adapter.generate([(s, ROOT) for s in batch], settings)
-        store.append(prediction_from(c, prompt_hash(s, ROOT), *scored_at_generation(benchmark, s, c.final))
+        hashes = prompts if prompts is not None else prompt_hashes(batch)
+        store.append(prediction_from(c, hashes[s.id], *scored_at_generation(benchmark, s, c.final))
                      for c, s in zip(completions, batch))
         if bar is not None:
             bar.update(len(batch))
@@ -274,6 +281,7 @@ class PreparedBenchmark:
     store: PredictionStore
     settings: DecodeSettings
     batches: list[list[Sample]]
+    prompts: dict[str, str]  # item id -> prompt hash, computed once (prompt_hashes)
 
     @property
     def name(self) -> str:
@@ -324,14 +332,15 @@ def prepare(adapter: ModelAdapter, loaded: LoadedBenchmark, request: EvalRequest
     and cut what is missing into batches (rescoring: nothing to decode)."""
     store = open_store(adapter, loaded, request)
     settings = request.settings(loaded.benchmark)
+    prompts = prompt_hashes(loaded.items)
     batches: list[list[Sample]] = []
     if generate:
         done = store.open(resume=request.resume)
-        batches = length_batches(adapter, pending_items(loaded.items, done, store), request.batch_size)
+        batches = length_batches(adapter, pending_items(loaded.items, done, store, prompts), request.batch_size)
     else:
         store.merge_shards()  # a killed --nproc run's shards count as stored
-        check_stored_prompts(loaded.items, store.read(), store)
-    return PreparedBenchmark(loaded, store, settings, batches)
+        check_stored_prompts(prompts, store.read(), store)
+    return PreparedBenchmark(loaded, store, settings, batches, prompts)
 
 
 def decode_here(adapter: ModelAdapter, prepared: Sequence[PreparedBenchmark], progress: bool) -> dict[str, float]:
@@ -342,7 +351,7 @@ def decode_here(adapter: ModelAdapter, prepared: Sequence[PreparedBenchmark], pr
             continue  # served from the store (run_eval says so)
         start = time.perf_counter()
         bar = progress_bar(total=job.pending, desc=job.name, unit="item", disable=not progress)
-        decode_batches(adapter, job.loaded.benchmark, job.batches, job.store, job.settings, bar)
+        decode_batches(adapter, job.loaded.benchmark, job.batches, job.store, job.settings, bar, job.prompts)
         bar.close()
         seconds[job.name] = round(time.perf_counter() - start, 2)
     return seconds
@@ -357,7 +366,7 @@ def finish(adapter: ModelAdapter, job: PreparedBenchmark, request: EvalRequest, 
     job.store.merge_shards()
     benchmark, items = job.loaded.benchmark, job.loaded.items
     stored = job.store.read()
-    prompts = check_stored_prompts(items, stored, job.store)  # what the ranks appended too
+    check_stored_prompts(job.prompts, stored, job.store)  # what the ranks appended too
     metrics, rows = score(benchmark, items, stored, request.n_boot, request.seed)
     result = {"benchmark": benchmark.name, "title": benchmark.title, "table": benchmark.table, "model": adapter.name,
               **(identity or model_identity(adapter)), "profile": request.profile, "seed": request.seed,
@@ -367,7 +376,7 @@ def finish(adapter: ModelAdapter, job: PreparedBenchmark, request: EvalRequest, 
               "max_new_tokens_from": request.budget(benchmark)[1],
               "metrics": metrics, "store": str(job.store.path), "generated_now": job.pending,
               # the exact prompts scored (ids and prompt hashes), so a result can be matched to its data
-              "prompts_sha256": canonical_hash(sorted(prompts.items()), length=64),
+              "prompts_sha256": canonical_hash(sorted(job.prompts.items()), length=64),
               "nproc": request.nproc, "decode_seconds": decode_seconds, "parallel_decode_seconds": parallel_seconds}
     return result, rows
 
@@ -381,7 +390,7 @@ def plan_eval(adapter: ModelAdapter, request: EvalRequest) -> list[dict[str, Any
     for loaded in load_selection(request):
         store = open_store(adapter, loaded, request)
         stored = store.peek()
-        check_stored_prompts(loaded.items, stored, store)  # the run itself would refuse them
+        check_stored_prompts(prompt_hashes(loaded.items), stored, store)  # the run itself would refuse them
         pending = [s for s in loaded.items if s.id not in stored]
         batches = -(-len(pending) // request.batch_size)
         budget, origin = request.budget(loaded.benchmark)

@@ -96,9 +96,6 @@ class PredictionStore:
             found.update((prediction.id, prediction) for _, prediction in read_lines(shard))
         return found
 
-    def stored_ids(self) -> set[str]:
-        return set(self.peek())
-
     def merge_shards(self) -> int:
         """Append the ranks' shards to the main file and delete them; returns the predictions added.
 
