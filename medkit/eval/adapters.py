@@ -85,12 +85,10 @@ def check_safetensors(path: Path) -> None:
 def default_result_name(checkpoint: Path, weights_sha256: str) -> str:
     """A readable result-folder name that tells checkpoints apart: the checkpoint's last two path parts
     (``instruct-model``: every stage saves to ``<stage>/model``) and the first 8 digits of its weights."""
-    parts = [safe_part(p) for p in checkpoint.resolve().parts[-2:] if safe_part(p)]
-    return "-".join([*parts, weights_sha256[:8]])
+    from medkit.eval.benchmarks.base import safe_name
 
-
-def safe_part(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("._")
+    parts = [safe_name(p).strip("._") for p in checkpoint.resolve().parts[-2:]]
+    return "-".join([*(p for p in parts if p), weights_sha256[:8]])
 
 
 def weights_fingerprint(model: PreTrainedModel | None, path: Path | None) -> str:
