@@ -106,7 +106,7 @@ def test_bold_first_underline_second_on_a_fixture(tmp_path):
     frame.attrs["decimals"] = 2
     md = render_table(frame, "t", tmp_path)["markdown"].read_text()
     assert "| r1 | 10.00 | **30.00** | <u>20.00</u> |" in md
-    assert "| r2 | <u>1.00</u> | **2.00** | not computed |" in md
+    assert "| r2 | <u>1.00</u> | **2.00** | n/c [1] |" in md  # text is never ranked
     assert "| r3 | **5.00** | **5.00** | <u>4.00</u> |" in md  # ties share the mark
     tex = render_table(frame, "t", tmp_path)["latex"].read_text()
     assert r"r1 & 10.00 & \textbf{30.00} & \underline{20.00} \\" in tex
@@ -143,7 +143,8 @@ def test_not_computed_stays_text(tmp_path):
     assert frame.at["RaTEScore", "MedGPT-OSS"] == pytest.approx(0.3125)
     written = render_table(frame, "figure2_fresh", tmp_path, STAMP)
     md, csv = written["markdown"].read_text(), written["csv"].read_text()
-    assert "| RadGraph-F1 | not computed: needs the radgraph package |" in md
+    assert "| RadGraph-F1 | n/c [1] |" in md  # a short marker; the reason once, as footnote [1]
+    assert "\n\n[1] not computed: needs the radgraph package\n" in md
     assert "**0.312**" in md and "0.312" in csv
     assert "not computed: needs the RadCliQ-v1" in csv
     cmp = compare(frame, published_figure2(), results_ci_frame(EVAL_OUT, "figure2"))

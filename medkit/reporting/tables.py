@@ -1,8 +1,21 @@
 """Tables in the paper's layout (Markdown, LaTeX, CSV), result-file readers and the fresh-vs-published view.
 
 Frames: index = printed row labels, columns = models (paper order first), cells = a number, NaN (shown as
-``frame.attrs["missing"]``) or text (e.g. "not computed: needs ...", shown verbatim, never as a number).
-Rendering facts travel in ``frame.attrs``: caption, decimals, footnotes, column_marks, row_marks, rank.
+``frame.attrs["missing"]``) or text (shown verbatim, never as a number). Rendering facts travel in
+``frame.attrs``: caption, decimals, footnotes, column_marks, row_marks, rank.
+
+"Not computed" cells (a text cell starting with "not computed", e.g. "not computed: needs the RadGraph model
+weights (...)"): in Markdown and LaTeX the cell reads ``n/c [k]`` and the full status text is printed once,
+as footnote ``[k] <status>`` under the table (after the frame's own footnotes). Footnotes are numbered 1, 2, ...
+in the order their reason first appears, row by row and left to right; cells with the identical status share
+one number. Plain ASCII in every format: no superscripts for LaTeX to choke on, and ``[k]`` is neither a
+Markdown link (there is no ``[k]:`` definition) nor a list marker. The CSV is for machine readers and has no
+place for footnotes, so its cells keep the full status text (each cell says why on its own; a reader never
+resolves a reference). Output stays byte-deterministic: the numbering depends only on the frame.
+
+Markdown paragraphs outside the table (caption, footnotes) are written as literal text: a line starting with a
+list marker ("* ", "- ", "+ ", "1. ", "1) "), a heading "#" or a quote ">" gets that marker backslash-escaped,
+so the paper's "* opt = answer options." stays a footnote, not a bullet.
 
 Marking convention (common in this literature, the plain-text paper does not preserve formatting): per row,
 the best value is **bold** and the second best is underlined; ties on the printed (rounded) value share
@@ -19,6 +32,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,6 +46,7 @@ from medkit.reporting.published import adapter_labels, model_labels, result_spec
 FIRST, SECOND = "first", "second"
 NOT_RUN = "–"
 NOT_COMPUTED = "not computed"
+NOT_COMPUTED_MARK = "n/c"  # the cell of a not-computed metric; its reason goes to a numbered footnote
 
 
 # ---------------------------------------------------------------- cells and ranking
@@ -83,16 +98,47 @@ def _labels(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     return rows, columns
 
 
+def is_not_computed(value: Any) -> bool:
+    """A status text of a metric that could not be computed ("not computed", "not computed: needs ...")."""
+    return isinstance(value, str) and value.strip().lower().startswith(NOT_COMPUTED)
+
+
+def not_computed_notes(frame: pd.DataFrame) -> dict[str, int]:
+    """Status text -> footnote number (1, 2, ...) for every not-computed cell, numbered in the order the text
+    first appears row by row, left to right; identical texts share a number."""
+    numbers_: dict[str, int] = {}
+    for row in frame.itertuples(index=False):
+        for value in row:
+            if is_not_computed(value):
+                numbers_.setdefault(value.strip(), len(numbers_) + 1)
+    return numbers_
+
+
+def note_ref(number: int) -> str:
+    return f"[{number}]"
+
+
+def _footnotes(frame: pd.DataFrame) -> list[str]:
+    """The frame's own footnotes, then one ``[k] <status>`` line per distinct not-computed reason."""
+    return list(frame.attrs.get("footnotes", [])) + [f"{note_ref(k)} {text}"
+                                                      for text, k in not_computed_notes(frame).items()]
+
+
 def _cells(frame: pd.DataFrame, wrap: dict[str | None, str]) -> list[list[str]]:
     decimals = frame.attrs.get("decimals", 2)
     missing = frame.attrs.get("missing", NOT_RUN)
     thousands = frame.attrs.get("thousands", False)  # printed like the paper; the CSV keeps plain integers
-    return [
-        [wrap[mark].format(format_cell(v, decimals, missing, thousands)) if is_number(v)
-         else format_cell(v, decimals, missing, thousands)
-         for v, mark in zip(row, marks)]
-        for row, marks in zip(frame.itertuples(index=False), frame_marks(frame))
-    ]
+    notes = not_computed_notes(frame)
+
+    def cell(value: Any, mark: str | None) -> str:
+        if is_number(value):  # only numbers are ranked: text cells never carry a mark
+            return wrap[mark].format(format_cell(value, decimals, missing, thousands))
+        if is_not_computed(value):
+            return f"{NOT_COMPUTED_MARK} {note_ref(notes[value.strip()])}"
+        return format_cell(value, decimals, missing, thousands)
+
+    return [[cell(v, mark) for v, mark in zip(row, marks)]
+            for row, marks in zip(frame.itertuples(index=False), frame_marks(frame))]
 
 
 def to_markdown(frame: pd.DataFrame, stamp: Stamp | None = None) -> str:
@@ -101,24 +147,39 @@ def to_markdown(frame: pd.DataFrame, stamp: Stamp | None = None) -> str:
     header = [frame.index.name or ""] + columns
     lines = []
     if frame.attrs.get("caption"):
-        lines += [frame.attrs["caption"], ""]
+        lines += [markdown_note(frame.attrs["caption"]), ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join([":---"] + ["---:"] * len(columns)) + "|")
     lines += ["| " + " | ".join([label] + row) + " |" for label, row in zip(rows, cells)]
-    for note in frame.attrs.get("footnotes", []):  # each its own paragraph: one line would run them together
+    for note in _footnotes(frame):  # each its own paragraph: one line would run them together
         lines += ["", markdown_note(note)]
     if stamp is not None:
         lines += ["", f"<!-- {stamp.line()} -->"]
     return "\n".join(lines) + "\n"
 
 
+# a line that would open a block instead of a paragraph: up to 3 spaces, then a bullet ("*", "-", "+"), an
+# ordered-list number ("1." / "1)"), a heading ("#" to "######") or a quote (">"); list and heading markers
+# count only when a space, a tab or the line end follows (CommonMark)
+_MARKDOWN_BLOCK_MARKER = re.compile(r"^( {0,3})(?:([*+-]|#{1,6})(?=[ \t]|$)|(\d{1,9})([.)])(?=[ \t]|$)|(>))")
+
+
+def _escape_block_marker(match: re.Match) -> str:
+    indent, symbol, digits, delimiter, quote = match.groups()
+    if digits is not None:
+        return f"{indent}{digits}\\{delimiter}"
+    return f"{indent}\\{symbol if symbol is not None else quote}"
+
+
 def markdown_note(text: str) -> str:
-    """A footnote as literal text: the paper's "* opt = answer options." would render as a bullet."""
-    return "\\" + text if text[:2] in ("* ", "- ", "+ ") else text
+    """A footnote (or caption) as literal text: the paper's "* opt = answer options." would render as a bullet,
+    "1. ..." as a numbered list; the marker of every such line is backslash-escaped."""
+    return "\n".join(_MARKDOWN_BLOCK_MARKER.sub(_escape_block_marker, line) for line in text.split("\n"))
 
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                   "<": r"\textless{}", ">": r"\textgreater{}",  # OT1 would print them as ¡ and ¿
                    "±": r"$\pm$", "†": r"$^\dagger$", "✓": r"\checkmark", "–": "--"}
 
 
@@ -139,7 +200,7 @@ def to_latex(frame: pd.DataFrame, stamp: Stamp | None = None) -> str:
         body = [c if c.startswith(("\\textbf", "\\underline")) else latex_escape(c) for c in row]
         lines.append(" & ".join([latex_escape(label)] + body) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    for note in frame.attrs.get("footnotes", []):
+    for note in _footnotes(frame):
         lines.append(r"\par\footnotesize " + latex_escape(note))
     lines.append(r"\end{table}")
     if stamp is not None:
@@ -148,7 +209,8 @@ def to_latex(frame: pd.DataFrame, stamp: Stamp | None = None) -> str:
 
 
 def to_csv(frame: pd.DataFrame) -> str:
-    """Plain values as printed (no marks); provenance goes to the sidecar JSON."""
+    """Plain values as printed (no marks); a not-computed cell keeps its full status text (a CSV has no
+    footnotes, and a machine reader wants the reason in the cell); provenance goes to the sidecar JSON."""
     decimals = frame.attrs.get("decimals", 2)
     missing = frame.attrs.get("missing", NOT_RUN)
     text = frame.map(lambda v: format_cell(v, decimals, missing))

@@ -39,7 +39,7 @@ from medkit.training.ablation import (ADAPTER_DIR, PHASE_FILE, PHASES, PROJECTOR
                                       parameter_counts, phase_batch, phase_deepspeed_config, phase_dir,
                                       start_checkpoint)
 from medkit.training.collator import PadCollator
-from medkit.training.deepspeed_setup import init_distributed, mark_moe_leaf_modules
+from medkit.training.deepspeed_setup import init_distributed, mark_moe_leaf_modules, name_cpu_accelerator
 from medkit.training.run import LossRecorder, TrainResult, single_process_args
 from medkit.training.stage_run import exit_without_teardown, wait_for_every_rank
 from medkit.training.stages import Trainable, apply_trainable
@@ -78,6 +78,11 @@ def load_projector(model: MedGPTOssForConditionalGeneration, path: Path) -> None
 def phase_model(job: PhaseJob, config: AblationConfig, profile: Profile):
     """The model the phase trains, with only what it trains left trainable."""
     model = MedGPTOssForConditionalGeneration.from_pretrained(start_checkpoint(job.out, job.encoder))
+    if config.gradient_checkpointing:
+        # training needs no KV cache, and with checkpointing on transformers would switch it off itself on the
+        # first step, logging "`use_cache=True` is incompatible with gradient checkpointing" (the checkpoint
+        # on disk is not changed: evaluation loads it with its cache)
+        model.config.text_config.use_cache = False
     mark_moe_leaf_modules(model)
     if job.phase == "projector_pretraining":
         apply_trainable(model, Trainable(vision=False, projector=True, llm=False))
@@ -110,6 +115,7 @@ def zero_stage(trainer: Trainer) -> int:
 
 def train_phase(job: PhaseJob, *, zero3: bool) -> None:
     """Train the phase; rank 0 writes its outputs and ``phase.json`` (losses, runtime, parameter counts)."""
+    name_cpu_accelerator()  # in this process too (the ranks get it from the launcher's environment)
     config = load_ablation_config(job.config)
     profile = load_profile(job.profile, encoder=job.encoder)
     phase = getattr(config, job.phase)

@@ -51,14 +51,32 @@ def init_distributed(args) -> None:
 def mark_moe_leaf_modules(model: nn.Module) -> None:
     """Make each GptOss MoE block a ZeRO-3 leaf: experts not routed to on one rank would otherwise never
     be gathered there, and ranks would wait on each other forever."""
+    name_cpu_accelerator()
     from deepspeed.utils import set_z3_leaf_modules
 
     set_z3_leaf_modules(model, [GptOssMLP])
+
+
+DS_ACCELERATOR = "DS_ACCELERATOR"  # DeepSpeed's explicit accelerator choice (else it auto-detects)
 
 
 def cpu_environment() -> dict[str, str]:
     """Environment for DeepSpeed ranks on a machine without GPUs."""
     env = dict(os.environ)
     if not torch.cuda.is_available():
-        env.setdefault("DS_ACCELERATOR", "cpu")
+        env.setdefault(DS_ACCELERATOR, "cpu")
     return env
+
+
+def name_cpu_accelerator() -> None:
+    """On a machine without GPUs, tell DeepSpeed in this process that it runs on the CPU, as
+    :func:`cpu_environment` tells the ranks, before anything imports it.
+
+    A Trainer and ``save_pretrained`` import deepspeed even when nothing uses it (accelerate's
+    ``extract_model_from_parallel`` does whenever the package is installed), and DeepSpeed's auto-detection
+    then prints "[WARNING] ... Setting accelerator to CPU. If you have GPU or other accelerator, we were
+    unable to detect it." into every CPU run (notebook 02's executed copy). With ``DS_ACCELERATOR=cpu`` set
+    it takes the CPU as chosen and says so at INFO only. A value already set is kept; on a machine with GPUs
+    nothing changes (DeepSpeed finds CUDA itself)."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault(DS_ACCELERATOR, "cpu")

@@ -13,6 +13,8 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from medkit.training.deepspeed_setup import name_cpu_accelerator
+
 
 def single_process_args(
     out_dir: str | Path,
@@ -73,6 +75,7 @@ class LossRecorder(TrainerCallback):
 
 def evaluate(model: PreTrainedModel, dataset: Dataset, collator, args: TrainingArguments) -> float:
     """Mean loss on ``dataset`` (no training)."""
+    name_cpu_accelerator()  # the Trainer imports deepspeed: no accelerator auto-detection warning on CPU
     trainer = Trainer(model=model, args=args, eval_dataset=dataset, data_collator=collator)
     return trainer.evaluate()["eval_loss"]
 
@@ -86,6 +89,7 @@ def train(
 ) -> TrainResult:
     """Train; with ``eval_dataset``, measure its loss before and after training."""
     result = TrainResult()
+    name_cpu_accelerator()  # the Trainer imports deepspeed: no accelerator auto-detection warning on CPU
     trainer = Trainer(
         model=model,
         args=args,
