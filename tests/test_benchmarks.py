@@ -428,10 +428,13 @@ def corpus(tmp_path_factory) -> Path:
     return out
 
 
-def test_every_benchmark_has_a_nonempty_deterministic_synthetic_counterpart(corpus):
+def test_every_benchmark_has_a_deterministic_synthetic_counterpart_of_100_items(corpus):
+    from medkit.eval.benchmarks.synthetic import MAX_ITEMS
+
+    assert MAX_ITEMS >= 100  # below that a 95% CI spans more than +-10 points
     for benchmark in all_benchmarks():
         loaded = load_benchmark(benchmark.name, corpus_dir=corpus)
-        assert 0 < len(loaded.items) <= 48, benchmark.name
+        assert len(loaded.items) == MAX_ITEMS, benchmark.name
         assert "synthetic counterpart" in loaded.count_note
         again = load_benchmark(benchmark.name, corpus_dir=corpus).items
         assert [s.to_json() for s in again] == [s.to_json() for s in loaded.items]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -112,6 +113,16 @@ def test_same_seed_gives_byte_and_pixel_identical_corpus(corpus, tmp_path):
     assert file_hashes(again) == file_hashes(corpus)
     for path in sorted((corpus / "images").iterdir()):
         assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(again / "images" / path.name)))
+
+
+def test_images_drawn_in_worker_processes_equal_those_drawn_one_by_one(corpus, tmp_path, monkeypatch):
+    # SMALL has over 64 images, so on a machine of 2+ cores the corpus fixture was drawn by workers.
+    jobs = sum(len(s.images) for task in TASKS for s in read_jsonl(corpus / f"{task}.jsonl"))
+    assert synthetic.render_workers(jobs) == min(2, len(os.sched_getaffinity(0)))
+    monkeypatch.setattr(synthetic, "render_workers", lambda n: 1)
+    serial = tmp_path / "serial"
+    generate_corpus(serial, seed=0, sizes=SMALL)
+    assert file_hashes(serial) == file_hashes(corpus)
 
 
 def test_different_seed_gives_different_corpus(corpus, tmp_path):

@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import uuid
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -37,16 +39,22 @@ from medkit.data.procedural import (
 from medkit.data.schema import validate_sample
 
 TASKS = ("caption", "report_long", "vqa_mc", "text_mc", "reasoning", "report", "trial", "impression")
+# Sized so that every benchmark counterpart gets at least 100 held-out items (MAX_ITEMS in
+# medkit.eval.benchmarks.synthetic): text_mc and vqa_mc are each shared by 6 benchmarks, whose
+# hash-split shares of the 720 held-out items are 101-133; reports, trials and impressions feed one each.
 DEFAULT_SIZES = {
     "caption": 240,
-    "report_long": 120,
-    "vqa_mc": 240,
-    "text_mc": 240,
+    "report_long": 320,
+    "vqa_mc": 3600,
+    "text_mc": 3600,
     "reasoning": 80,
-    "report": 80,
-    "trial": 160,
-    "impression": 80,
+    "report": 200,
+    "trial": 520,
+    "impression": 520,
 }
+# A smoke run's corpus (notebooks with MEDKIT_SMOKE=1): a tenth of each task, still a few held-out items
+# per benchmark counterpart.
+SMOKE_SIZES = {task: max(10, n // 10) for task, n in DEFAULT_SIZES.items()}
 LETTERS = "ABCDE"
 EVAL_EVERY = 5  # every 5th item is held out: an exact 80/20 split present in any task of >= 5 items
 BALANCE_BLOCK = 60  # divisible by 3, 4 and 5, so 3-way labels and 4/5-way letters balance exactly
@@ -1192,23 +1200,59 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+ImageJob = tuple[ItemContext, int, Label, str]  # (item, image index k, label, path inside the corpus)
+
+
+def render_image(root: Path, job: ImageJob) -> None:
+    ctx, k, label, path = job
+    # PIL writes no time or metadata chunks by default, so equal pixels give equal bytes.
+    render(ctx.rng(stream=1 + k), label).save(root / path, format="PNG", compress_level=6)
+
+
+def _render_chunk(root: Path, jobs: list[ImageJob]) -> None:
+    for job in jobs:
+        render_image(root, job)
+
+
+def render_workers(n_jobs: int) -> int:
+    """Processes that draw images: every core, but none for a few dozen images (starting a pool costs about as much as drawing 20)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 8, n_jobs // 32))
+
+
+def render_images(root: Path, jobs: list[ImageJob]) -> None:
+    """Draw every image. Each image's pixels come from its own item and index alone (``ctx.rng``), so
+    drawing them in worker processes, in any order, writes the same bytes as drawing them one by one."""
+    workers = render_workers(len(jobs))
+    if workers == 1:
+        _render_chunk(root, jobs)
+        return
+    chunks = [jobs[i::workers * 4] for i in range(workers * 4)]
+    # fork where the platform has it: the workers only draw with numpy and PIL, and spawn would re-run
+    # the caller's main script (impossible for `python -` or some notebook front ends).
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
+        for future in [pool.submit(_render_chunk, root, chunk) for chunk in chunks]:
+            future.result()
+
+
 def write_corpus(root: Path, seed: int, sizes: dict[str, int]) -> CorpusManifest:
     """Write every task's images and JSONL plus the manifest into the (empty) folder ``root``."""
     (root / "images").mkdir()
     counts = {task: {"train": 0, "eval": 0} for task in sizes}
     images = {task: 0 for task in sizes}
     lines: dict[str, list[str]] = {task: [] for task in sizes}
+    jobs: list[ImageJob] = []
     for ctx, plan in plan_items(seed, sizes):
         paths = [f"images/{ctx.item_id}-{k}.png" for k in range(len(plan.image_labels))]
-        for k, (path, label) in enumerate(zip(paths, plan.image_labels)):
-            # PIL writes no time or metadata chunks by default, so equal pixels give equal bytes.
-            render(ctx.rng(stream=1 + k), label).save(root / path, format="PNG", compress_level=6)
+        jobs += [(ctx, k, label, path) for k, (path, label) in enumerate(zip(paths, plan.image_labels))]
         record = {"id": ctx.item_id, "images": paths, "messages": plan.messages,
                   "meta": {**plan.meta, "task": ctx.task, "split": ctx.split, "image_labels": plan.image_labels}}
         sample = validate_sample(json.loads(json.dumps(record)), ctx.item_id)
         lines[ctx.task].append(sample.to_json())
         counts[ctx.task][ctx.split] += 1
         images[ctx.task] += len(paths)
+    render_images(root, jobs)
     for task, task_lines in lines.items():
         (root / f"{task}.jsonl").write_text("".join(line + "\n" for line in task_lines), encoding="utf-8")
     files = {p.relative_to(root).as_posix(): sha256_of(p) for p in sorted(root.rglob("*")) if p.is_file()}
@@ -1260,16 +1304,25 @@ def replace_folder(new: Path, target: Path) -> None:
     shutil.rmtree(retired)
 
 
-def ensure_corpus(out_dir: str | Path, *, seed: int = 0) -> Path:
-    """The corpus folder, generated if it has no manifest yet; a folder made with another seed is refused."""
+def ensure_corpus(out_dir: str | Path, *, seed: int = 0, sizes: dict[str, int] | None = None) -> Path:
+    """The corpus folder, generated if it has no manifest yet. A folder made with another seed or other
+    task sizes is refused (it is another corpus), naming what differs."""
     out = Path(out_dir)
     manifest = out / MANIFEST_NAME
+    wanted = resolve_sizes(sizes)
     if manifest.is_file():
-        found = json.loads(manifest.read_text())["seed"]
-        if found != seed:
-            raise ValueError(f"{out}: corpus was generated with seed {found}, not {seed}; use another folder")
+        recorded = json.loads(manifest.read_text(encoding="utf-8"))
+        if recorded["seed"] != seed:
+            raise ValueError(f"{out}: corpus was generated with seed {recorded['seed']}, not {seed}; use another folder")
+        found = {task: split["train"] + split["eval"] for task, split in recorded["counts"].items()}
+        if found != wanted:
+            differ = sorted(set(found) | set(wanted), key=str)
+            detail = ", ".join(f"{t} {found.get(t, 0)} (wanted {wanted.get(t, 0)})" for t in differ
+                               if found.get(t) != wanted.get(t))
+            raise ValueError(f"{out}: corpus was generated with other task sizes: {detail}; use another folder "
+                             "or delete it to regenerate")
         return out
-    generate_corpus(out, seed=seed)
+    generate_corpus(out, seed=seed, sizes=wanted)
     return out
 
 

@@ -26,9 +26,7 @@ def model_path(params: NotebookParameters) -> Path:
 def eval_request(params: NotebookParameters, table: str) -> EvalRequest:
     corpus = None
     if params.data_root is None:
-        from medkit.data.synthetic import ensure_corpus
-
-        corpus = ensure_corpus(params.corpus, seed=params.seed)
+        corpus = params.synthetic_corpus()
     return EvalRequest(benchmarks=benchmark_names(table=table), out_dir=params.run / "eval",
                        data_root=from_root(params.data_root) if params.data_root else None, corpus_dir=corpus,
                        limit=params.limit, resume=True,  # a rerun continues the store, never duplicates it

@@ -62,6 +62,20 @@ class NotebookParameters:
     def corpus(self) -> Path:
         return self.run / "corpus"
 
+    @property
+    def corpus_sizes(self) -> dict[str, int] | None:
+        """Items per synthetic task: the defaults (100 held-out items per benchmark counterpart), or a
+        tenth of them in a smoke run, which reads 4 items per benchmark."""
+        from medkit.data.synthetic import SMOKE_SIZES
+
+        return dict(SMOKE_SIZES) if self.smoke else None
+
+    def synthetic_corpus(self) -> Path:
+        """This run's synthetic corpus, generated on first use."""
+        from medkit.data.synthetic import ensure_corpus
+
+        return ensure_corpus(self.corpus, seed=self.seed, sizes=self.corpus_sizes)
+
 
 def project_root() -> Path:
     """Where relative paths are taken from: the current folder, or its parent inside ``notebooks/``."""

@@ -7,7 +7,6 @@ import warnings
 from pathlib import Path
 
 from medkit.config import ConfigError
-from medkit.data.synthetic import ensure_corpus
 from medkit.notebook.params import NotebookParameters
 from medkit.training.launch import Launch, launch_stage
 
@@ -25,7 +24,7 @@ def train_stage(stage: str, P: NotebookParameters) -> list[float]:
         data = dict(data_root=P.train_data_root, skip_missing=P.skip_missing,
                     leakage_report=audit_of(P.train_data_root, P.run / "leakage" / "leakage.json"))
     else:
-        data = dict(corpus=ensure_corpus(P.corpus, seed=P.seed))
+        data = dict(corpus=P.synthetic_corpus())
     return launch_stage(stage, profile=P.profile, out=P.run / "train", launch=Launch(nproc=P.nproc),
                         max_steps=P.max_steps, **data)
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -49,7 +51,7 @@ from medkit.model.build import build_tiny_model, compose_pretrained
 from medkit.model.processor import MedGPTOssProcessor
 from medkit.profiles import CONFIG_DIR, Profile, get_encoder, load_profile
 from medkit.training.collator import PadCollator
-from medkit.training.deepspeed_setup import zero3_config
+from medkit.training.deepspeed_setup import name_cpu_accelerator, zero3_config
 from medkit.training.launch import Launch
 from medkit.training.run import single_process_args, train
 from medkit.training.stages import Trainable, apply_trainable
@@ -275,11 +277,29 @@ def train_base_lm(config: AblationConfig, profile_name: str, data_root: Path, ou
     return out_dir
 
 
+# transformers 5 deprecated PreTrainedModel.is_gradient_checkpointing (now is_activation_checkpointing) and
+# warns on every read; peft 0.21.2's PeftModel.__init__ reads the old name (getattr(model,
+# "is_gradient_checkpointing", True)) for any model it wraps, and no argument of get_peft_model or
+# PeftModel.from_pretrained avoids that read. medkit never reads the alias itself.
+PEFT_ALIAS_WARNING = r"`is_gradient_checkpointing` is deprecated"
+
+
+@contextmanager
+def peft_reads_deprecated_alias():
+    """Wrap a model in a PeftModel inside this block: the one FutureWarning peft's own read of the deprecated
+    alias raises from transformers' modeling_utils is ignored (every other warning is shown as usual)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=PEFT_ALIAS_WARNING, category=FutureWarning,
+                                module=r"transformers\.modeling_utils")
+        yield
+
+
 def add_lora(model: PreTrainedModel, settings: LoraSettings, *, low_cpu_mem_usage: bool = False) -> PeftModel:
     """Wrap the model with every adapter of ``settings``, all active: only they and the projector's
     trained copy are trainable. ``low_cpu_mem_usage``: create the adapters on the meta device (counts)."""
     (first, first_config), *others = settings.adapters().items()
-    peft_model = get_peft_model(model, first_config, adapter_name=first, low_cpu_mem_usage=low_cpu_mem_usage)
+    with peft_reads_deprecated_alias():
+        peft_model = get_peft_model(model, first_config, adapter_name=first, low_cpu_mem_usage=low_cpu_mem_usage)
     for name, config in others:
         peft_model.add_adapter(name, config, low_cpu_mem_usage=low_cpu_mem_usage)
     # PeftModel.set_adapter takes one name; its tuner activates several, and trains every active one
@@ -387,7 +407,8 @@ def trained_model(profile: Profile, out_dir: Path, settings: LoraSettings) -> Pe
     base = load_model(start_checkpoint(out_dir, encoder), profile.model.dtype, **model_placement())
     adapters = encoder_dir(out_dir, encoder) / ADAPTER_DIR
     names = list(settings.adapters())
-    model = PeftModel.from_pretrained(base, adapters, adapter_name=names[0])
+    with peft_reads_deprecated_alias():
+        model = PeftModel.from_pretrained(base, adapters, adapter_name=names[0])
     for name in names[1:]:
         model.load_adapter(adapters / name, adapter_name=name)
     model.base_model.set_adapter(names)
@@ -562,19 +583,18 @@ def ablation_dry_run(profile_name: str = "tiny", *, config: AblationConfig | str
     return "\n".join(lines)
 
 
-def run_data_root(profile: Profile, data_root: str | Path | None, out_dir: Path) -> Path:
-    """The folder the run reads: ``data_root``; on tiny by default the synthetic corpus under
-    ``out_dir/corpus``, generated if missing."""
-    from medkit.data.synthetic import generate_corpus
+def run_data_root(profile: Profile, data_root: str | Path | None, out_dir: Path,
+                  corpus_dir: str | Path | None = None, corpus_sizes: dict[str, int] | None = None) -> Path:
+    """The folder the run reads: ``data_root``; on tiny by default the synthetic corpus ``corpus_dir``
+    (default ``out_dir/corpus``), generated if missing."""
+    from medkit.data.synthetic import ensure_corpus
 
     if data_root is not None:
         return Path(data_root)
     if not profile.is_tiny:
         raise ConfigError("the paper-profile ablation needs data_root (folder of the JSONL files in its config)")
-    corpus = out_dir / "corpus"
-    if not (corpus / "manifest.json").is_file():
-        generate_corpus(corpus, seed=profile.data.corpus_seed)
-    return corpus
+    return ensure_corpus(Path(corpus_dir) if corpus_dir is not None else out_dir / "corpus",
+                         seed=profile.data.corpus_seed, sizes=corpus_sizes)
 
 
 def run_ablation(
@@ -587,14 +607,20 @@ def run_ablation(
     max_steps: int | None = None,
     eval_limit: int | None = None,
     launch: Launch | InProcess | None = None,
+    corpus_dir: str | Path | None = None,
+    corpus_sizes: dict[str, int] | None = None,
 ) -> dict:
     """Train every encoder's two phases where ``launch`` says (default: ``default_launch``), evaluate
     each here and write ``<out_dir>/results.json`` (atomically, once all encoders finished).
 
-    On ``tiny`` the data root defaults to a synthetic corpus generated under ``out_dir/corpus``.
+    On ``tiny`` without ``data_root`` the run reads the synthetic corpus ``corpus_dir`` (the notebooks
+    pass their run's corpus; default ``out_dir/corpus``), generated with ``corpus_sizes`` if missing.
     """
     from medkit.progress import progress_bar, progress_note
 
+    # before anything imports deepspeed (the Trainer and save_pretrained do, through accelerate, whenever it
+    # is installed): on CPU, DeepSpeed is told it runs there instead of warning that it guessed so
+    name_cpu_accelerator()
     profile = load_profile(profile_name)
     config, names = resolved_config(config, profile, encoders, max_steps, eval_limit)
     where = launch or default_launch(profile)
@@ -602,7 +628,7 @@ def run_ablation(
     for name in PHASES:
         phase_batch(getattr(config, name), world_size(where), name)  # a batch the ranks cannot split fails now
     out_dir = Path(out_dir)
-    data_root = run_data_root(profile, data_root, out_dir)
+    data_root = run_data_root(profile, data_root, out_dir, corpus_dir, corpus_sizes)
     data_files(config_data(config), data_root)  # every file present before anything trains
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / CONFIG_NAME
