@@ -119,8 +119,12 @@ class TrainingSection:
 
     per_device_batch_size: int | None = None
     global_batch_size: int | None = None
-    max_steps: int | None = None
+    max_steps: int | None = None  # optimizer steps of every stage (null: the stage's epochs)
+    stage_steps: dict[str, int] = field(default_factory=dict)  # stage name -> steps, overriding max_steps
     learning_rate: dict[str, float] = field(default_factory=dict)  # stage name -> rate for every part
+
+    def steps(self, stage: str) -> int | None:
+        return self.stage_steps.get(stage, self.max_steps)
 
 
 @dataclass

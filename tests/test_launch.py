@@ -204,7 +204,7 @@ def test_notebook_stages_exclude_audited_ids_from_table1_data_only(tmp_path, mon
 
     calls = []
     monkeypatch.setattr(training, "launch_stage", lambda stage, **kw: calls.append(kw) or [1.0])
-    monkeypatch.setattr(training, "ensure_corpus", lambda folder, seed: folder)
+    monkeypatch.setattr(NotebookParameters, "synthetic_corpus", lambda self: self.corpus)
     run, table1 = tmp_path / "run", tmp_path / "table1"
     table1.mkdir()
     (run / "leakage").mkdir(parents=True)

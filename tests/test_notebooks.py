@@ -18,13 +18,19 @@ REFERENCE = ROOT / "tests" / "fixtures" / "nbval"
 NOTEBOOKS = notebooks(ROOT / "notebooks")
 
 
-def test_numbered_in_order_with_parameters_cell_first_and_outputs_stripped():
+def test_numbered_in_order_titled_then_parameters_and_outputs_stripped():
     numbers = [int(p.name[:2]) for p in NOTEBOOKS]
     assert numbers == list(range(1, len(NOTEBOOKS) + 1)) and len(NOTEBOOKS) == 10
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
-        assert "parameters" in nb.cells[0].metadata.get("tags", []), path.name
-        assert "notebook_parameters(globals())" in "".join(c.source for c in nb.cells[:3]), path.name
+        # what a reader sees first: a title and one line on what the notebook is for
+        title = nb.cells[0]
+        assert title.cell_type == "markdown" and title.source.startswith("# "), path.name
+        assert len([line for line in title.source.splitlines() if line.strip()]) == 2, path.name
+        # then the parameters, before any other code (papermill injects its overrides right after it)
+        first_code = next(c for c in nb.cells if c.cell_type == "code")
+        assert first_code is nb.cells[1] and "parameters" in first_code.metadata.get("tags", []), path.name
+        assert "notebook_parameters(globals())" in "".join(c.source for c in nb.cells[:4]), path.name
         for cell in nb.cells:
             if cell.cell_type != "code":
                 continue

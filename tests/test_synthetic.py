@@ -16,6 +16,7 @@ from PIL import Image
 from medkit.data import synthetic
 from medkit.data.procedural import histology_patch, render, zone_center
 from medkit.data.schema import message_text, read_jsonl
+from medkit.eval.scoring import score_mc
 from medkit.data.synthetic import (
     BUILDERS,
     CONDITIONS,
@@ -256,9 +257,11 @@ def test_mc_items_have_exactly_one_correct_option(samples):
             options, answer = plan.meta["options"], plan.meta["answer"]
             assert len(set(options.values())) == len(options) in (4, 5)
             assert list(options) == list("ABCDE"[: len(options)])
-            assert plan.messages[-1]["content"] == answer
             expected = plan.meta["label"] if task == "trial" else plan.meta["answer_text"]
             assert options[answer] == expected
+            # the reply names the option by its text, which the strict scorer reads as exactly that option
+            assert plan.messages[-1]["content"] == expected
+            assert score_mc(plan.messages[-1]["content"], options, answer).correct
             assert all(f"{letter}. {text}" in message_text(plan.messages[1]) for letter, text in options.items())
 
 
@@ -343,7 +346,8 @@ def test_reports_state_the_drawn_finding_and_its_change():
 def test_reasoning_items_carry_a_trace_that_ends_in_the_answer(samples):
     for s in samples["reasoning"]:
         assistant = s.messages[-1]
-        assert assistant["thinking"].endswith(f"option {assistant['content']}.")
+        assert assistant["thinking"].endswith(f"So the answer is {assistant['content']}.")
+        assert assistant["content"] == s.meta["options"][s.meta["answer"]]
     assert {p.meta["source_task"] for p in planned("reasoning", 4)} == {"vqa_mc", "text_mc"}
 
 
@@ -393,3 +397,31 @@ def test_manifest_json_is_deterministic_text(corpus):
     body = json.loads((corpus / "manifest.json").read_text())
     assert set(body) == {"seed", "counts", "images", "files"}
     assert "manifest.json" not in body["files"]
+
+
+def test_ensure_corpus_reuses_a_matching_folder_and_refuses_one_of_other_sizes(tmp_path):
+    out = tmp_path / "corpus"
+    sizes = {"text_mc": 10, "trial": 5}
+    synthetic.ensure_corpus(out, seed=0, sizes=sizes)
+    before = (out / "manifest.json").read_text()
+    assert synthetic.ensure_corpus(out, seed=0, sizes=dict(sizes)) == out
+    assert (out / "manifest.json").read_text() == before  # reused, not regenerated
+    with pytest.raises(ValueError, match=r"other task sizes: text_mc 10 \(wanted 20\)"):
+        synthetic.ensure_corpus(out, seed=0, sizes={"text_mc": 20, "trial": 5})
+    with pytest.raises(ValueError, match="seed 0, not 1"):
+        synthetic.ensure_corpus(out, seed=1, sizes=sizes)
+
+
+def test_smoke_corpus_still_gives_every_benchmark_a_few_items():
+    from medkit.eval.benchmarks.synthetic import family_subset
+    from medkit.eval.benchmarks.text_qa import TEXT_BENCHMARKS
+
+    held_out = [synthetic.ItemContext(0, "text_mc", i).item_id for i in range(synthetic.SMOKE_SIZES["text_mc"])
+                if synthetic.ItemContext(0, "text_mc", i).split == "eval"]
+
+    class Item:  # family_subset reads only the id
+        def __init__(self, item_id):
+            self.id = item_id
+
+    for benchmark in TEXT_BENCHMARKS:
+        assert len(family_subset([Item(i) for i in held_out], benchmark, TEXT_BENCHMARKS)) >= 4  # smoke limit

@@ -176,6 +176,8 @@ def score(benchmark: Benchmark, items: Sequence[Sample], predictions: dict[str, 
                          "lenient_correct": result.lenient_correct})
         summary = accuracy_summary([r["correct"] for r in rows], [r["status"] == "unparsed" for r in rows],
                                    [r["lenient_correct"] for r in rows], n_boot=n_boot, seed=seed)
+        # what guessing one option per item scores on these items, so a reader can tell signal from luck
+        summary["chance_rate"] = sum(1 / len(s.meta["options"]) for s in items) / len(items) if items else None
         return summary, rows
     return score_generation(benchmark, items, predictions, n_boot, seed)
 

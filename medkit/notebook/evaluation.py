@@ -127,3 +127,83 @@ def sample_predictions(params: NotebookParameters, table: str, per_benchmark: in
                          "raw output": excerpt(output.raw), "parsed": row.get("parsed", "–"),
                          "gold": excerpt(gold, 80), "correct": row.get("correct", "–")})
     return pd.DataFrame(rows)
+
+
+def chance_rate(sample) -> float | None:
+    """What guessing scores on one item: 1 / its options (None for a generation item)."""
+    options = sample.meta.get("options")
+    return 1 / len(options) if options else None
+
+
+def what_this_run_shows(params: NotebookParameters, table: str) -> "Markdown":
+    """One paragraph, computed from this run's result files, on what the table's numbers mean: for
+    multiple choice, strict accuracy against the chance rate of the same items (how many benchmarks have
+    their whole 95% CI above it) and the unparsed rate; for generation, which metrics are above zero."""
+    from IPython.display import Markdown
+
+    from medkit.eval.benchmarks import load_benchmark
+
+    folder = params.run / "eval" / "results" / MODEL_NAME  # result files only: no model, no data needed
+    mc, generation = [], []
+    for name in benchmark_names(table=table):
+        path = folder / f"{name}.json"
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text(encoding="utf-8"))
+        metrics = result["metrics"]
+        if "accuracy" in metrics:
+            chance = metrics.get("chance_rate")
+            if chance is None:  # a result file from before results recorded it: from the items, if at hand
+                corpus = params.corpus if (params.corpus / "manifest.json").is_file() else None
+                if corpus is None and params.data_root is None:
+                    continue
+                loaded = load_benchmark(name, data_root=from_root(params.data_root) if params.data_root else None,
+                                        corpus_dir=corpus, limit=params.limit, options=result.get("options") or None)
+                rates = [r for r in map(chance_rate, loaded.items) if r is not None]
+                chance = sum(rates) / len(rates)
+            mc.append((name, metrics, chance))
+        else:
+            generation.append((name, {k: m.get("value") for k, m in metrics.items() if isinstance(m, dict)}))
+    if not mc and not generation:
+        return Markdown("No result files for this table yet: run the evaluation cell above.")
+    where = ("this **tiny** run (a toy model trained for minutes on the seeded synthetic corpus; each "
+             "benchmark here is a synthetic counterpart of "
+             f"{max((m['n'] for _, m, _ in mc), default=0) or 'a few'} held-out items)" if params.data_root is None
+             else "this run on the native releases")
+    parts = []
+    if mc:
+        above = [name for name, m, chance in mc if m["ci_low"] > chance]
+        mean_acc = sum(m["accuracy"] for _, m, _ in mc) / len(mc)
+        mean_chance = sum(c for _, _, c in mc) / len(mc)
+        unparsed = sum(m["unparsed_rate"] for _, m, _ in mc) / len(mc)
+        parts.append(
+            f"On {where}, strict accuracy averages **{mean_acc:.2f}** over {len(mc)} multiple-choice "
+            f"benchmark(s), against **{mean_chance:.2f}** for guessing on the same items; "
+            f"**{len(above)} of {len(mc)}** have their whole 95% CI above their chance rate"
+            + (f" ({', '.join(above)})" if 0 < len(above) < len(mc) else "")
+            + f", and {unparsed:.0%} of outputs are unparsed on average.")
+    if generation:
+        lit = sorted({k for _, values in generation for k, v in values.items() if isinstance(v, (int, float)) and v > 0})
+        dark = sorted({k for _, values in generation for k, v in values.items() if isinstance(v, (int, float)) and v <= 0})
+        text = (f"The generated texts score above zero on {', '.join(lit)}" if lit
+                else "No computed text metric is above zero")
+        if dark:
+            text += f"; {', '.join(dark)} stay at zero"
+        parts.append(text + " (metrics that need weights this machine lacks are not computed, never guessed).")
+    if params.data_root is None:
+        parts.append("These numbers show that the pipeline trains, decodes and scores end to end and what the toy "
+                     "model picked up from the corpus; they say nothing about how MedGPT-OSS performs, which "
+                     "takes the `paper` profile.")
+    return Markdown(" ".join(parts))
+
+
+TABLE_TITLES = {"4": "Table 4 (multimodal VQA)", "5": "Table 5 (text QA)", "6": "Table 6 (in-context learning)",
+                "figure2": "Figure 2 (report generation)"}
+
+
+def what_each_table_shows(params: NotebookParameters) -> "Markdown":
+    """:func:`what_this_run_shows` for every evaluated table, for the notebook that shows them together."""
+    from IPython.display import Markdown
+
+    parts = [f"**{title}.** {what_this_run_shows(params, table).data}" for table, title in TABLE_TITLES.items()]
+    return Markdown("\n\n".join(parts))

@@ -56,7 +56,7 @@ def trained_settings(stage_name: str, P: NotebookParameters):
     profile = load_profile(P.profile)
     paper = load_stage(stage_name)
     run, plan, _ = stage_plan(stage_name, profile, Launch(nproc=P.nproc))
-    steps = P.max_steps or profile.training.max_steps
+    steps = P.max_steps or profile.training.steps(stage_name)
 
     def column(stage, batch, world, max_steps):
         trains = [part for part in ("vision", "projector", "llm") if getattr(stage.trainable, part)]

@@ -246,7 +246,7 @@ def stage_dry_run(stage_name: str, *, profile: str, out: str | Path, corpus: str
     lines = [f"dry run: stage {stage.name}, profile {config.name} (nothing started, no model composed or loaded)",
              f"launch       {launch.describe()}",
              *batch_lines(stage, plan),
-             f"steps        {max_steps or config.training.max_steps or f'{stage.epochs:g} epoch(s) of the data'}",
+             f"steps        {max_steps or config.training.steps(stage.name) or f'{stage.epochs:g} epoch(s) of the data'}",
              f"lengths      a sample may have {limit:,} tokens (stage max_length {stage.max_length:,}, model "
              f"max_position_embeddings {text['max_position_embeddings']:,}); longer ones: {stage.overlong}",
              f"attention    {config.model.attn_implementation}",
@@ -379,7 +379,7 @@ def launch_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str 
     schedule = kwargs.get("vision_schedule", "table2")
     report = prepare_stage(stage_name, profile=profile, out=out, vision_schedule=schedule, **data)
     print(overlong_summary(report), flush=True)
-    steps = max_steps or load_profile(profile).training.max_steps  # None: one epoch of unknown length
+    steps = max_steps or load_profile(profile).training.steps(stage_name)  # None: one epoch of unknown length
     code, tail = run_with_progress(cmd, desc=stage_name, total=steps)
     if code:
         raise RuntimeError(f"stage {stage_name} failed (exit {code}):\n" + "".join(tail))

@@ -44,7 +44,7 @@ from medkit.training.stages import (BatchPlan, CheckpointPolicy, StageConfig, ap
 
 def stage_training_args(stage: StageConfig, profile: Profile, out_dir: Path, plan: BatchPlan,
                         policy: CheckpointPolicy, *, max_steps: int | None = None) -> TrainingArguments:
-    max_steps = max_steps or profile.training.max_steps
+    max_steps = max_steps or profile.training.steps(stage.name)
     on_gpu = torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(out_dir),
