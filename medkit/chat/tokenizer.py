@@ -88,6 +88,10 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = TINY_VOCAB_SIZE
     )
 
 
+TOKENIZER_CORPUS_SIZES = {"caption": 240, "report_long": 120, "vqa_mc": 240, "text_mc": 240, "reasoning": 80,
+                          "report": 80, "trial": 160, "impression": 80}
+
+
 def corpus_texts() -> Iterator[str]:
     """Texts the shipped tokenizer is trained on: the synthetic corpus (seed 0) when medkit has it,
     else the built-in fallback."""
@@ -95,7 +99,8 @@ def corpus_texts() -> Iterator[str]:
         from medkit.data import synthetic
 
         if hasattr(synthetic, "iter_corpus_texts"):
-            return synthetic.iter_corpus_texts(seed=0)
+            # a fixed slice of the corpus, so resizing the corpus's tasks does not retrain the tokenizer
+            return synthetic.iter_corpus_texts(seed=0, sizes=TOKENIZER_CORPUS_SIZES)
     logger.warning("medkit.data.synthetic.iter_corpus_texts not found; training on the built-in fallback text")
     return iter(fallback_texts())
 
