@@ -33,3 +33,28 @@ def test_corpus_and_leakage_summaries_are_whole_tables_that_say_what_is_applied(
     assert shown["training samples flagged"] == 2
     assert shown["left out of training"].startswith("0 (reported, not applied")
     assert leakage_summary(report, applied=True)["value"]["left out of training"] == 2
+
+
+def test_what_this_run_shows_is_computed_from_the_result_files(tmp_path):
+    import json
+
+    from medkit.notebook.evaluation import MODEL_NAME, what_this_run_shows
+    from medkit.notebook.params import NotebookParameters
+
+    folder = tmp_path / "eval" / "results" / MODEL_NAME
+    folder.mkdir(parents=True)
+
+    def mc(name, accuracy, low, chance, unparsed):
+        metrics = {"n": 100, "accuracy": accuracy, "ci_low": low, "ci_high": accuracy + 0.1,
+                   "unparsed_rate": unparsed, "lenient_accuracy": accuracy, "chance_rate": chance}
+        (folder / f"{name}.json").write_text(json.dumps({"benchmark": name, "n": 100, "metrics": metrics}))
+
+    mc("medqa", 0.80, 0.72, 0.23, 0.10)
+    mc("medmcqa", 0.30, 0.21, 0.22, 0.30)  # CI reaches below chance
+    text = what_this_run_shows(NotebookParameters(run_dir=str(tmp_path)), "5").data
+    assert "averages **0.55** over 2" in text and "**1 of 2** have their whole 95% CI above" in text
+    assert "(medqa)" in text and "20% of outputs are unparsed" in text and "**0.23** for guessing" in text
+    report = {"n": 100, "bleu4": {"value": 0.00004}, "rougeL": {"value": 0.08}, "radgraph_partial": {"value": None}}
+    (folder / "mimic_cxr_report.json").write_text(json.dumps({"benchmark": "mimic_cxr_report", "metrics": report}))
+    text = what_this_run_shows(NotebookParameters(run_dir=str(tmp_path)), "figure2").data
+    assert "above zero on rougeL; bleu4 stays at 0.000" in text  # judged at the printed 3 decimals

@@ -183,12 +183,14 @@ def what_this_run_shows(params: NotebookParameters, table: str) -> "Markdown":
             + (f" ({', '.join(above)})" if 0 < len(above) < len(mc) else "")
             + f", and {unparsed:.0%} of outputs are unparsed on average.")
     if generation:
-        lit = sorted({k for _, values in generation for k, v in values.items() if isinstance(v, (int, float)) and v > 0})
-        dark = sorted({k for _, values in generation for k, v in values.items() if isinstance(v, (int, float)) and v <= 0})
+        # judged at the 3 decimals the tables print: a BLEU of 4e-5 reads 0.000 there, so it is not "above zero"
+        shown = [(k, round(v, 3)) for _, values in generation for k, v in values.items() if isinstance(v, (int, float))]
+        lit = sorted({k for k, v in shown if v > 0})
+        dark = sorted({k for k, v in shown if v <= 0} - set(lit))
         text = (f"The generated texts score above zero on {', '.join(lit)}" if lit
                 else "No computed text metric is above zero")
         if dark:
-            text += f"; {', '.join(dark)} stay at zero"
+            text += f"; {', '.join(dark)} {'stays' if len(dark) == 1 else 'stay'} at 0.000"
         parts.append(text + " (metrics that need weights this machine lacks are not computed, never guessed).")
     if params.data_root is None:
         parts.append("These numbers show that the pipeline trains, decodes and scores end to end and what the toy "
