@@ -198,14 +198,3 @@ def what_this_run_shows(params: NotebookParameters, table: str) -> "Markdown":
                      "takes the `paper` profile.")
     return Markdown(" ".join(parts))
 
-
-TABLE_TITLES = {"4": "Table 4 (multimodal VQA)", "5": "Table 5 (text QA)", "6": "Table 6 (in-context learning)",
-                "figure2": "Figure 2 (report generation)"}
-
-
-def what_each_table_shows(params: NotebookParameters) -> "Markdown":
-    """:func:`what_this_run_shows` for every evaluated table, for the notebook that shows them together."""
-    from IPython.display import Markdown
-
-    parts = [f"**{title}.** {what_this_run_shows(params, table).data}" for table, title in TABLE_TITLES.items()]
-    return Markdown("\n\n".join(parts))
