@@ -162,7 +162,7 @@ def decode_batches(adapter: ModelAdapter, benchmark: Benchmark, batches: Sequenc
 def score(benchmark: Benchmark, items: Sequence[Sample], predictions: dict[str, Prediction],
           n_boot: int, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Benchmark metrics and per-item rows, from stored predictions only."""
-    from medkit.eval.scoring import accuracy_summary, score_mc
+    from medkit.eval.scoring import accuracy_summary, chance_rate, score_mc
 
     missing = [s.id for s in items if s.id not in predictions]
     if missing:
@@ -177,7 +177,7 @@ def score(benchmark: Benchmark, items: Sequence[Sample], predictions: dict[str, 
         summary = accuracy_summary([r["correct"] for r in rows], [r["status"] == "unparsed" for r in rows],
                                    [r["lenient_correct"] for r in rows], n_boot=n_boot, seed=seed)
         # what guessing one option per item scores on these items, so a reader can tell signal from luck
-        summary["chance_rate"] = sum(1 / len(s.meta["options"]) for s in items) / len(items) if items else None
+        summary["chance_rate"] = chance_rate([s.meta["options"] for s in items])
         return summary, rows
     return score_generation(benchmark, items, predictions, n_boot, seed)
 

@@ -419,6 +419,11 @@ def bootstrap_ci(values: Sequence[float], *, n_boot: int = 1000, seed: int = 0,
     return _percentile_ci(means[0], alpha)
 
 
+def chance_rate(options_per_item: Sequence[Mapping[str, str]]) -> float | None:
+    """What guessing one option per item scores on these items: the mean of 1 / options (None: no items)."""
+    return sum(1 / len(options) for options in options_per_item) / len(options_per_item) if options_per_item else None
+
+
 def accuracy_summary(correct: Sequence[bool], unparsed: Sequence[bool], lenient_correct: Sequence[bool], *,
                      n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, float | int]:
     """Strict accuracy with its CI, unparsed rate, and lenient accuracy with its CI, side by side."""

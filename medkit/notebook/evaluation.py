@@ -103,6 +103,7 @@ def sample_predictions(params: NotebookParameters, table: str, per_benchmark: in
     """A few of this run's predictions per benchmark of ``table``, from the result files and the store:
     the end of the prompt, the raw output, the parsed answer, the gold answer and whether it counted."""
     from medkit.eval.benchmarks import load_benchmark
+    from medkit.eval.scoring import chance_rate
     from medkit.eval.store import read_lines
 
     request = eval_request(params, table)
@@ -129,12 +130,6 @@ def sample_predictions(params: NotebookParameters, table: str, per_benchmark: in
     return pd.DataFrame(rows)
 
 
-def chance_rate(sample) -> float | None:
-    """What guessing scores on one item: 1 / its options (None for a generation item)."""
-    options = sample.meta.get("options")
-    return 1 / len(options) if options else None
-
-
 def what_this_run_shows(params: NotebookParameters, table: str) -> "Markdown":
     """One paragraph, computed from this run's result files, on what the table's numbers mean: for
     multiple choice, strict accuracy against the chance rate of the same items (how many benchmarks have
@@ -159,8 +154,7 @@ def what_this_run_shows(params: NotebookParameters, table: str) -> "Markdown":
                     continue
                 loaded = load_benchmark(name, data_root=from_root(params.data_root) if params.data_root else None,
                                         corpus_dir=corpus, limit=params.limit, options=result.get("options") or None)
-                rates = [r for r in map(chance_rate, loaded.items) if r is not None]
-                chance = sum(rates) / len(rates)
+                chance = chance_rate([s.meta["options"] for s in loaded.items])
             mc.append((name, metrics, chance))
         else:
             generation.append((name, {k: m.get("value") for k, m in metrics.items() if isinstance(m, dict)}))
