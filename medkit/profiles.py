@@ -68,11 +68,12 @@ class ModelSection:
     # encoder; a hub id not listed loads the hub's latest commit. Local folders are read as they are.
     revisions: dict[str, str] = field(default_factory=dict)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    # the language model's attention for training: "eager" (dense masks; the only one with a CPU
-    # backward) or "flex_attention" (document-aware block masks built on the GPU from the packed
-    # rows' positions; no L x L tensor). Evaluation decodes with transformers' default for GptOss
+    # the language model's attention for training: "eager" (dense L x L masks over packed rows),
+    # "packed_eager" (the same eager attention run per sample of a row: the tiny profile's, on CPU) or
+    # "flex_attention" (document-aware block masks built on the GPU from the packed rows' positions;
+    # no L x L tensor). See medkit.model.attention. Evaluation decodes with transformers' default for GptOss
     # (eager: prompts of a few thousand tokens, a KV cache, and no per-shape flex recompiles).
-    attn_implementation: Literal["eager", "flex_attention"] = "eager"
+    attn_implementation: Literal["eager", "packed_eager", "flex_attention"] = "eager"
     downsample_ratio: float = 0.5
     projector_hidden_act: str = "gelu"
     text_config: dict[str, Any] = field(default_factory=dict)

@@ -81,6 +81,7 @@ def test_train_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys, monk
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "world size 2" in out and "per device 4 samples per micro-step, global 16" in out and "accumulation 2" in out
-    assert "attention    eager" in out and "every 10 steps, weights + optimizer state (resumable), keep 2" in out
+    assert "attention    packed_eager" in out and "every 10 steps, weights + optimizer state (resumable), keep 2" in out
     assert "router load-balancing loss on (coefficient 0.9)" in out
+    assert '"reduce_bucket_size": 4194304' in out  # the floor, not the tiny width's 64^2 (one collective per weight)
     assert list(tmp_path.iterdir()) == []  # no corpus generated, no run folder

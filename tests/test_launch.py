@@ -328,6 +328,19 @@ def test_overlong_records_are_handled_before_the_ranks_start(tmp_path, monkeypat
         prepare_stage("pretrain", profile="tiny", out=out, data_root=root, skip_missing=True)
 
 
+def test_a_later_stage_without_its_previous_stage_s_model_stops_before_the_ranks_start(tmp_path):
+    """Without the check, both ranks died in from_pretrained on a hub-id validation error."""
+    from medkit.training.launch import prepare_stage
+
+    root = tmp_path / "table1"
+    write_jsonl_source(root / dataset_folder("MIMIC-CXR (single-panel)"), 3)  # a mid-training dataset
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match=r"stage midtrain starts from .*out/pretrain/model, which is not "
+                       r"there: run stage pretrain first"):
+        prepare_stage("midtrain", profile="tiny", out=out, data_root=root, skip_missing=True)
+    assert not (out / "midtrain").exists()
+
+
 @pytest.mark.slow
 def test_a_stage_with_an_overlong_sample_trains_balances_its_routers_and_saves_by_policy(tmp_path):
     """Mid-training (LLM trainable) through `medkit train` on a data root holding one sample longer than the

@@ -244,3 +244,68 @@ def test_the_profile_s_flex_attention_reaches_the_language_model_and_its_masks(p
     assert model.config.vision_config._attn_implementation != "flex_attention"  # the tower keeps its own
     with pytest.raises(ValueError, match="attn_implementation must be one of"):
         use_attention(model, "sdpa")
+
+
+def test_packed_eager_gives_eager_s_loss_and_gradients(parts, encoded):
+    """packed_eager runs eager attention sample by sample: the rows' loss and every weight's gradient
+    are those of the dense-mask eager path, with the sliding window biting inside B."""
+    import copy
+
+    from medkit.model.attention import PACKED_EAGER, SampleSpans, packed_masks, use_attention
+
+    tokenizer, model, _ = parts
+    a, b = encoded
+    assert len(b.input_ids) > model.config.text_config.sliding_window
+    from dataclasses import replace
+
+    # first-fit-decreasing: row 1 holds B then A, row 2 A's copy and a padding tail (a sample of its own)
+    batch = PackingCollator(tokenizer.pad_token_id, len(a.input_ids) + len(b.input_ids))(
+        [a, b, replace(a, sample_id="case-a-again")])
+    assert batch["input_ids"].shape[0] == 2 and batch["position_ids"][1, -1] > 0
+    results = {}
+    for implementation in ("eager", PACKED_EAGER):
+        m = copy.deepcopy(model).train()
+        use_attention(m, implementation)
+        out = m(**batch)
+        out.loss.backward()
+        results[implementation] = out.loss.detach(), {n: p.grad for n, p in m.named_parameters()
+                                                        if p.grad is not None}
+    (eager_loss, eager_grads), (packed_loss, packed_grads) = results["eager"], results[PACKED_EAGER]
+    assert torch.allclose(packed_loss, eager_loss, atol=1e-6)
+    assert eager_grads.keys() == packed_grads.keys() and any("self_attn" in n for n in eager_grads)
+    for name, grad in eager_grads.items():
+        assert torch.allclose(packed_grads[name], grad, atol=1e-5, rtol=1e-4), name
+    # what the model hands the layers: spans, not an L x L tensor
+    m.config.text_config._attn_implementation = PACKED_EAGER
+    masks = packed_masks(m.config.text_config, batch["position_ids"], torch.float32)
+    assert all(isinstance(mask, SampleSpans) for mask in masks.values())
+    assert masks["sliding_attention"].window == m.config.text_config.sliding_window
+
+
+def test_sample_spans_mask_is_causal_within_the_window():
+    from medkit.model.attention import SampleSpans, sample_spans
+
+    assert sample_spans(ROW_POSITIONS)[0] == [(0, 7), (7, 17), (17, 20), (20, 24)]
+    mask = SampleSpans([], window=4, dtype=torch.float32).mask(10, torch.device("cpu"))[0, 0]
+    dense = dense_packed_masks(TEXT_CONFIG, torch.arange(10)[None], torch.float32)["sliding_attention"][0, 0]
+    assert torch.equal(mask, dense)
+
+
+def test_packed_eager_with_an_ordinary_mask_is_eager(parts, encoded):
+    """Padded batches and generation hand packed_eager a plain attention mask: it is eager attention."""
+    import copy
+
+    from medkit.model.attention import PACKED_EAGER, use_attention
+
+    _, model, _ = parts
+    _, b = encoded
+    inputs = {"input_ids": b.input_ids[None], "pixel_values": b.pixel_values,
+              "attention_mask": torch.ones_like(b.input_ids)[None]}
+    logits = {}
+    for implementation in ("eager", PACKED_EAGER):
+        m = copy.deepcopy(model)
+        use_attention(m, implementation)
+        with torch.no_grad():
+            logits[implementation] = m(**inputs).logits
+            m.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert torch.allclose(logits[PACKED_EAGER], logits["eager"], atol=1e-6)

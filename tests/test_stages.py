@@ -163,3 +163,28 @@ def test_paper_first_stage_refuses_random_weights():
 
     with pytest.raises(ValueError, match=r"stage 'pretrain' needs --previous pointing at a composed checkpoint"):
         build_stage_model(load_stage("pretrain"), load_profile("paper", tokenizer="tiny"), load_tokenizer("tiny"), None)
+
+
+def test_zero3_buckets_keep_transformers_auto_values_at_gpt_oss_width_and_a_floor_at_toy_width():
+    from medkit.profiles import load_profile
+    from medkit.training.deepspeed_setup import MIN_BUCKET_ELEMENTS, language_width, zero3_config
+
+    paper = zero3_config(language_width(load_profile("paper")))["zero_optimization"]
+    assert (paper["reduce_bucket_size"], paper["stage3_prefetch_bucket_size"]) == (2880**2, int(0.9 * 2880**2))
+    tiny = zero3_config(language_width(load_profile("tiny")))["zero_optimization"]
+    assert tiny["reduce_bucket_size"] == tiny["stage3_prefetch_bucket_size"] == MIN_BUCKET_ELEMENTS > 64**2
+    assert zero3_config()["zero_optimization"]["reduce_bucket_size"] == "auto"  # width unknown: the Trainer's
+
+
+def test_cpu_ranks_tell_deepspeed_how_many_share_the_node(monkeypatch):
+    """Otherwise DeepSpeed's CPU accelerator runs `numactl --hardware` on every gradient reduce."""
+    from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator
+
+    from medkit.training.deepspeed_setup import tell_deepspeed_the_local_ranks
+
+    monkeypatch.delenv("LOCAL_SIZE", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    tell_deepspeed_the_local_ranks()
+    assert CPU_Accelerator().device_count() == 2
+    monkeypatch.setattr("deepspeed.utils.numa.get_numa_cores", lambda: pytest.fail("numactl was run"))
+    assert CPU_Accelerator().device_count() == 2

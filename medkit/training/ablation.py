@@ -51,7 +51,7 @@ from medkit.model.build import build_tiny_model, compose_pretrained
 from medkit.model.processor import MedGPTOssProcessor
 from medkit.profiles import CONFIG_DIR, Profile, get_encoder, load_profile
 from medkit.training.collator import PadCollator
-from medkit.training.deepspeed_setup import name_cpu_accelerator, zero3_config
+from medkit.training.deepspeed_setup import language_width, name_cpu_accelerator, zero3_config
 from medkit.training.launch import Launch
 from medkit.training.run import single_process_args, train
 from medkit.training.stages import Trainable, apply_trainable
@@ -196,11 +196,11 @@ def phase_batch(phase: Phase, world_size: int, name: str) -> PhaseBatch:
     return PhaseBatch(per_device, per_rank // per_device, phase.batch_size, world_size)
 
 
-def phase_deepspeed_config(batch: PhaseBatch, bf16: bool) -> dict:
+def phase_deepspeed_config(batch: PhaseBatch, bf16: bool, hidden_size: int | None) -> dict:
     """The curriculum stages' ZeRO-3 config with the phase's batch and precision filled in, as the Trainer
-    would fill them from its arguments; gradient clipping and the bucket sizes stay "auto" (the Trainer
-    sets them from max_grad_norm and the model's hidden size)."""
-    config = zero3_config()
+    would fill them from its arguments; gradient clipping stays "auto" (the Trainer sets it from
+    max_grad_norm), the bucket sizes follow the language model's ``hidden_size``."""
+    config = zero3_config(hidden_size)
     config.update(train_micro_batch_size_per_gpu=batch.per_device, gradient_accumulation_steps=batch.accumulation,
                   train_batch_size=batch.global_batch, bf16={"enabled": bf16})
     return config
@@ -529,7 +529,8 @@ def deepspeed_lines(config: AblationConfig, profile: Profile, where: Launch | In
     if isinstance(where, InProcess):
         return ["deepspeed    none (in this process)"]
     bf16 = profile.model.dtype == "bfloat16"  # on GPU ranks; CPU ranks train in float32
-    configs = {name: phase_deepspeed_config(phase_batch(getattr(config, name), world_size(where), name), bf16)
+    configs = {name: phase_deepspeed_config(phase_batch(getattr(config, name), world_size(where), name), bf16,
+                                         language_width(profile))
                for name in PHASES}
     if len({json.dumps(c, sort_keys=True) for c in configs.values()}) == 1:
         return [f"deepspeed    {json.dumps(next(iter(configs.values())))} (both phases)"]

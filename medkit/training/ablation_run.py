@@ -42,6 +42,7 @@ from medkit.training.collator import PadCollator
 from medkit.training.deepspeed_setup import init_distributed, mark_moe_leaf_modules, name_cpu_accelerator
 from medkit.training.run import LossRecorder, TrainResult, single_process_args
 from medkit.training.stage_run import exit_without_teardown, wait_for_every_rank
+from medkit.training.deepspeed_setup import language_width
 from medkit.training.stages import Trainable, apply_trainable
 
 def phase_training_args(phase: Phase, profile: Profile, out_dir: Path, batch: PhaseBatch, *, zero3: bool,
@@ -55,7 +56,7 @@ def phase_training_args(phase: Phase, profile: Profile, out_dir: Path, batch: Ph
                                epochs=phase.epochs, batch_size=batch.per_device, bf16=bf16)
     return replace(args, gradient_accumulation_steps=batch.accumulation,
                    activation_checkpointing=gradient_checkpointing,
-                   deepspeed=phase_deepspeed_config(batch, bf16) if zero3 else None,
+                   deepspeed=phase_deepspeed_config(batch, bf16, language_width(profile)) if zero3 else None,
                    # bit-identical reruns on CPU; not on GPUs, where it serialises every kernel launch
                    # (CUDA_LAUNCH_BLOCKING=1) - the curriculum stages train without it too
                    full_determinism=not on_gpu)

@@ -14,16 +14,38 @@ from transformers.models.gpt_oss.modeling_gpt_oss import GptOssMLP
 
 
 
-def zero3_config() -> dict:
-    """The same for every stage and the ablation: what differs (batches, precision, clipping) is "auto"."""
+# transformers' "auto" bucket sizes are hidden^2 (reduce) and 0.9 x hidden^2 (prefetch): 8.3M elements at
+# GPT-oss's 2,880, but 4,096 at the tiny profile's 64, where ZeRO-3 then ran one reduce-scatter per one or
+# two parameters, ~64 a step. A floor of 2^22 elements binds only below a width of 2,048; on the tiny
+# stage it took a 2-rank CPU step from 0.58 to 0.36 s (benchmarks/README.md).
+MIN_BUCKET_ELEMENTS = 2**22
+
+
+def bucket_sizes(hidden_size: int | None) -> dict:
+    """ZeRO-3's reduce and prefetch bucket sizes for a language model of ``hidden_size``: transformers'
+    auto values with :data:`MIN_BUCKET_ELEMENTS` as a floor ("auto" when the width is not known here)."""
+    if hidden_size is None:
+        return {"reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto"}
+    return {"reduce_bucket_size": max(hidden_size * hidden_size, MIN_BUCKET_ELEMENTS),
+            "stage3_prefetch_bucket_size": max(int(0.9 * hidden_size * hidden_size), MIN_BUCKET_ELEMENTS)}
+
+
+def language_width(profile) -> int | None:
+    """The language model's hidden size as the profile states it (the tiny config, or the released one's
+    mirror on paper), for :func:`zero3_config`."""
+    return profile.model.text_config.get("hidden_size")
+
+
+def zero3_config(hidden_size: int | None = None) -> dict:
+    """The same for every stage and the ablation: what differs (batches, precision, clipping) is "auto";
+    the buckets follow the language model's ``hidden_size`` (see :func:`bucket_sizes`)."""
     return {
         "bf16": {"enabled": "auto"},
         "zero_optimization": {
             "stage": 3,
             "overlap_comm": True,
             "contiguous_gradients": True,
-            "reduce_bucket_size": "auto",
-            "stage3_prefetch_bucket_size": "auto",
+            **bucket_sizes(hidden_size),
             "stage3_param_persistence_threshold": "auto",
             "stage3_gather_16bit_weights_on_model_save": True,  # save a whole checkpoint, not shards
         },
@@ -43,9 +65,18 @@ def init_distributed(args) -> None:
     layer is then initialised on it (gloo on CPU, nccl on GPUs).
     """
     _ = args.device
+    tell_deepspeed_the_local_ranks()
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def tell_deepspeed_the_local_ranks() -> None:
+    """On CPU, set DeepSpeed's LOCAL_SIZE to the launcher's ranks on this node (torchrun's LOCAL_WORLD_SIZE).
+    Without it DeepSpeed's CPU accelerator counts its "devices" by running `numactl --hardware` in a
+    subprocess on every gradient reduce-scatter (~64 per step on the tiny profile). A value set is kept."""
+    if not torch.cuda.is_available() and "LOCAL_WORLD_SIZE" in os.environ:
+        os.environ.setdefault("LOCAL_SIZE", os.environ["LOCAL_WORLD_SIZE"])
 
 
 def mark_moe_leaf_modules(model: nn.Module) -> None:

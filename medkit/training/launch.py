@@ -27,7 +27,7 @@ from medkit.data.mixture import (LENGTHS_DIR, DataReport, MixtureError, absence,
                                  left_out_message, stage_dataset, stage_record_counts)
 from medkit.data.schema import SchemaError
 from medkit.profiles import Profile, load_profile
-from medkit.training.deepspeed_setup import cpu_environment, zero3_config
+from medkit.training.deepspeed_setup import cpu_environment, language_width, zero3_config
 from medkit.training.stages import (BatchPlan, CheckpointPolicy, StageConfig, check_row_length, checkpoint_policy,
                                     load_stage, stage_for_profile, with_batch_sizes)
 
@@ -190,6 +190,10 @@ def prepare_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str
         elif not (Path(out) / INIT_DIR / "model" / "config.json").is_file():
             raise FileNotFoundError(f"{Path(out) / INIT_DIR / 'model'} not found: run `medkit compose --profile "
                                     f"{profile} --out {out}` once (or start node 0 first) before the other nodes")
+    start = starting_checkpoint(stage, config, out)
+    if stage.init_from and not (start / "config.json").is_file():
+        raise FileNotFoundError(f"stage {stage.name} starts from {start}, which is not there: run stage "
+                                f"{stage.init_from} first (`medkit train --stage {stage.init_from} --out {out}`)")
     processor, text_config = stage_processor(stage, config, out)
     check_row_length(stage, text_config.max_position_embeddings)  # the checkpoint's, once it is composed
     _, report = stage_dataset(stage, processor, corpus=corpus, data_root=data_root, leakage_report=leakage_report,
@@ -313,10 +317,10 @@ def resume_line(out_dir: Path) -> str:
 
 def resolved_deepspeed_config(stage: StageConfig, profile: Profile, plan: BatchPlan) -> dict:
     """The ZeRO-3 config the ranks get, with what the Trainer fills from its arguments filled in here; the
-    bucket sizes stay "auto" (set from the model's hidden size when the ranks start)."""
+    bucket sizes follow the profile's language width (``deepspeed_setup.bucket_sizes``)."""
     from transformers import TrainingArguments
 
-    config = zero3_config()
+    config = zero3_config(language_width(profile))
     config["bf16"] = {"enabled": stage.bf16 and profile.model.dtype == "bfloat16"}  # on GPU ranks; CPU: float32
     config["train_micro_batch_size_per_gpu"] = plan.per_device
     config["gradient_accumulation_steps"] = plan.accumulation

@@ -11,7 +11,8 @@ slice and the full model go through the same formulas):
 * **checkpointed layer inputs**: one hidden state (tokens x hidden, bf16) per decoder layer;
 * **one layer's recompute**: during a layer's backward its forward is re-run and every tensor autograd
   saves is alive with the gradients being made. Attention: ``eager`` holds score-sized tensors
-  (rows x heads x L x (L + 1), the sink column included), ``flex_attention`` only q/k/v/output-sized ones
+  (rows x heads x L x (L + 1), the sink column included; ``packed_eager`` the same per sample, bounded
+  by a sample that fills its row), ``flex_attention`` only q/k/v/output-sized ones
   and the log-sum-exp. MoE: every token goes through ``k`` experts, each keeping its input, the
   gate/up projections and the SwiGLU intermediates;
 * **vision tower**: transformers returns every hidden state the tower makes (medkit reads layer -2), so
@@ -123,7 +124,8 @@ def attention_bytes(d: Dimensions, shape: StepShape, implementation: str) -> int
     qkv = t * (2 * d.heads + 2 * d.kv_heads) * d.head_dim  # q, k, v and the output, before the o_proj
     rotated = t * (d.heads + d.kv_heads) * d.head_dim  # q and k after rotary
     projections = 2 * (qkv + rotated) * BF16  # and their gradients
-    if implementation == "eager":
+    if implementation in ("eager", "packed_eager"):
+        # packed_eager's scores are per sample: this is its worst case, one sample filling the row
         scores = shape.rows * d.heads * shape.row_length * (shape.row_length + 1)
         return projections + EAGER_SCORE_COPIES * scores * BF16
     if implementation == "flex_attention":

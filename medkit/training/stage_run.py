@@ -36,7 +36,7 @@ from medkit.model.processor import MedGPTOssProcessor
 from medkit.profiles import Profile, load_profile
 from medkit.training.collator import PadCollator
 from medkit.training.packing import PackingCollator
-from medkit.training.deepspeed_setup import init_distributed, mark_moe_leaf_modules, zero3_config
+from medkit.training.deepspeed_setup import init_distributed, language_width, mark_moe_leaf_modules, zero3_config
 from medkit.training.run import LossRecorder, TrainResult
 from medkit.training.stages import (BatchPlan, CheckpointPolicy, StageConfig, apply_trainable, checkpoint_policy,
                                     check_row_length, load_stage, optimizer_groups, stage_for_profile,
@@ -48,7 +48,7 @@ def stage_training_args(stage: StageConfig, profile: Profile, out_dir: Path, pla
     on_gpu = torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(out_dir),
-        deepspeed=zero3_config(),
+        deepspeed=zero3_config(language_width(profile)),
         per_device_train_batch_size=plan.per_device,  # samples; the collator packs them into rows
         gradient_accumulation_steps=plan.accumulation,
         num_train_epochs=stage.epochs,
