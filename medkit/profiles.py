@@ -129,6 +129,33 @@ class TrainingSection:
 
 
 @dataclass
+class StandinLM:
+    """The tiny language model's stand-in for the released GPT-oss (medkit.training.standins)."""
+
+    data: list[str]  # synthetic-corpus tasks whose training conversations it learns, images stripped
+    epochs: float
+    learning_rate: float
+    batch_size: int
+
+
+@dataclass
+class StandinEncoder:
+    """The tiny vision towers' stand-in for their released pretraining (medkit.training.standins)."""
+
+    epochs: float
+    learning_rate: float
+    batch_size: int
+
+
+@dataclass
+class StandinSection:
+    """What the tiny profile trains in place of released checkpoints (none: the profile loads releases)."""
+
+    language_model: StandinLM | None = None
+    encoder: StandinEncoder | None = None
+
+
+@dataclass
 class Profile:
     name: str
     seed: int = 0
@@ -138,6 +165,7 @@ class Profile:
     data: DataSection = field(default_factory=DataSection)
     eval: EvalSection = field(default_factory=EvalSection)
     training: TrainingSection = field(default_factory=TrainingSection)
+    standins: StandinSection = field(default_factory=StandinSection)
 
     @property
     def encoder(self) -> EncoderSpec:

@@ -38,7 +38,6 @@ def toy_config(steps=2):
     short = dict(steps=steps, batch_size=4)
     return replace(
         config,
-        base_lm=replace(config.base_lm, **short),
         projector_pretraining=replace(config.projector_pretraining, **short),
         lora_finetuning=replace(config.lora_finetuning, **short),
         evaluation=replace(config.evaluation, n_boot=200),
@@ -235,7 +234,7 @@ def test_unknown_encoder_and_bad_config_are_clear_errors(tmp_path):
 
 def test_missing_data_file_names_the_path(tmp_path):
     config = toy_config()
-    with pytest.raises(FileNotFoundError, match=r"nowhere.text_mc\.jsonl does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere.caption\.jsonl does not exist"):
         run_ablation("tiny", tmp_path / "run", data_root=tmp_path / "nowhere", config=config)
     assert not (tmp_path / "run" / "results.json").exists()
 

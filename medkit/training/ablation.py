@@ -38,22 +38,19 @@ from pathlib import Path
 import torch
 import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
-from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
 from medkit.config import ConfigError, load_yaml
-from medkit.data.dataset import ConversationDataset
 from medkit.data.schema import Sample, read_jsonl
 from medkit.eval.generation import DecodeSettings, generate
 from medkit.eval.likelihood import per_item_loss
 from medkit.eval.scoring import accuracy_summary, bootstrap_ci, score_mc
-from medkit.model.build import build_tiny_model, compose_pretrained
+from medkit.model.build import compose_pretrained
 from medkit.model.processor import MedGPTOssProcessor
 from medkit.profiles import CONFIG_DIR, Profile, get_encoder, load_profile
-from medkit.training.collator import PadCollator
 from medkit.training.deepspeed_setup import language_width, name_cpu_accelerator, zero3_config
 from medkit.training.launch import Launch
-from medkit.training.run import single_process_args, train
+from medkit.training.standins import compose_tiny
 from medkit.training.stages import Trainable, apply_trainable
 
 RESULTS_NAME = "results.json"
@@ -110,7 +107,6 @@ class Evaluation:
 @dataclass
 class AblationConfig:
     encoders: list[str]
-    base_lm: Phase | None  # tiny only: text training that stands in for the released GPT-oss
     projector_pretraining: Phase
     lora_finetuning: Phase
     lora: LoraSettings
@@ -229,20 +225,19 @@ def load_items(entries: list[str], data_root: Path, split: str, limit: int | Non
 
 def config_data(config: AblationConfig) -> list[str]:
     """Every data entry the run reads: training phases and evaluation."""
-    phases = [config.base_lm, config.projector_pretraining, config.lora_finetuning]
-    return [e for p in phases if p is not None for e in p.data] + config.evaluation.mc_data + config.evaluation.loss_data
+    phases = [config.projector_pretraining, config.lora_finetuning]
+    return [e for p in phases for e in p.data] + config.evaluation.mc_data + config.evaluation.loss_data
 
 
-def initial_model(profile: Profile, tokenizer, base_lm: Path | None = None) -> PreTrainedModel:
-    """Encoder + fresh projector + LLM; on tiny the LLM weights come from the shared ``base_lm`` file."""
+def initial_model(profile: Profile, tokenizer, corpus_dir: Path | None = None) -> PreTrainedModel:
+    """Encoder + fresh projector + LLM: the released ones, or on tiny the stand-ins trained on the synthetic
+    corpus ``corpus_dir`` (``medkit.training.standins``), the same for every encoder's language model."""
     torch.manual_seed(profile.seed)
     if not profile.is_tiny:
         return compose_pretrained(profile, tokenizer)
-    model = build_tiny_model(profile, tokenizer)
-    if base_lm is not None:
-        model.model.language_model.load_state_dict(load_file(base_lm / "language_model.safetensors"))
-        model.lm_head.load_state_dict(load_file(base_lm / "lm_head.safetensors"))
-    return model
+    if corpus_dir is None:
+        raise ValueError("the tiny profile's starting model needs the synthetic corpus its stand-ins train on")
+    return compose_tiny(profile, tokenizer, corpus_dir)
 
 
 def text_only(sample: Sample) -> Sample:
@@ -252,29 +247,6 @@ def text_only(sample: Sample) -> Sample:
         for m in sample.messages
     ]
     return replace(sample, messages=messages, images=[])
-
-
-def train_base_lm(config: AblationConfig, profile_name: str, data_root: Path, out_dir: Path) -> Path:
-    """Tiny profile: train the toy LLM on the corpus's training texts (images stripped), once, so every
-    encoder starts from the same language model that already knows the corpus's language - the role the
-    released GPT-oss plays in the paper. One process (a toy full-model run, no LoRA); saved as safetensors
-    under ``out_dir``."""
-    from medkit.chat import load_tokenizer
-
-    profile = load_profile(profile_name, encoder=config.encoders[0])
-    tokenizer = load_tokenizer(profile.model.tokenizer)
-    model = initial_model(profile, tokenizer)
-    processor = MedGPTOssProcessor.for_model(model.config, tokenizer, profile)
-    apply_trainable(model, Trainable(vision=False, projector=False, llm=True))
-    items = [(text_only(s), root) for s, root in load_items(config.base_lm.data, data_root, "train")]
-    phase = config.base_lm
-    args = single_process_args(out_dir / "trainer", seed=profile.seed, learning_rate=phase.learning_rate,
-                               steps=phase.steps, epochs=phase.epochs, batch_size=phase.batch_size)
-    result = train(model, ConversationDataset(items, processor), PadCollator(tokenizer.pad_token_id), args)
-    save_file(model.model.language_model.state_dict(), out_dir / "language_model.safetensors")
-    save_file(model.lm_head.state_dict(), out_dir / "lm_head.safetensors")
-    (out_dir / "losses.json").write_text(json.dumps(result.losses))
-    return out_dir
 
 
 # transformers 5 deprecated PreTrainedModel.is_gradient_checkpointing (now is_activation_checkpointing) and
@@ -376,11 +348,11 @@ def run_phase_job(where: Launch | InProcess, job: PhaseJob, steps: int | None) -
         raise RuntimeError(f"ablation {job.encoder} {job.phase} failed on the ranks (exit {code}):\n" + "".join(tail))
 
 
-def compose_start(profile_name: str, encoder: str, base_lm: Path | None, out_dir: Path) -> Path:
+def compose_start(profile_name: str, encoder: str, corpus_dir: Path | None, out_dir: Path) -> Path:
     """``OUT/<encoder>/init/model``: the encoder's starting checkpoint, saved so each phase's ranks load
     it (partitioned as they load, under ZeRO-3). One built from released weights alone is reused when
-    present; the tiny one is rebuilt, as it holds this run's base_lm. Written to a temporary folder first,
-    so a killed compose leaves nothing that looks complete."""
+    present; the tiny one is recomposed from the stand-ins of this run's corpus (cached, so only the save
+    is repeated). Written to a temporary folder first, so a killed compose leaves nothing that looks complete."""
     from medkit.chat import load_tokenizer
 
     target = start_checkpoint(out_dir, encoder)
@@ -390,7 +362,7 @@ def compose_start(profile_name: str, encoder: str, base_lm: Path | None, out_dir
     partial = target.with_name("model.partial")
     shutil.rmtree(partial, ignore_errors=True)
     tokenizer = load_tokenizer(profile.model.tokenizer)
-    initial_model(profile, tokenizer, base_lm).save_pretrained(partial)
+    initial_model(profile, tokenizer, corpus_dir).save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
@@ -490,7 +462,7 @@ def capped(config: AblationConfig, max_steps: int | None, eval_limit: int | None
         return replace(phase, steps=min(phase.steps or max_steps, max_steps))
 
     evaluation = config.evaluation if eval_limit is None else replace(config.evaluation, limit_per_file=eval_limit)
-    return replace(config, base_lm=cap(config.base_lm), projector_pretraining=cap(config.projector_pretraining),
+    return replace(config, projector_pretraining=cap(config.projector_pretraining),
                    lora_finetuning=cap(config.lora_finetuning), evaluation=evaluation)
 
 
@@ -503,8 +475,6 @@ def resolved_config(config: AblationConfig | str | Path | None, profile: Profile
     unknown = sorted(set(names) - set(config.encoders))
     if unknown:
         raise ConfigError(f"encoder(s) {unknown} are not in the ablation config ({config.encoders})")
-    if config.base_lm is not None and not profile.is_tiny:
-        raise ConfigError("base_lm is the tiny profile's stand-in for GPT-oss; the paper profile uses the release")
     return capped(config, max_steps, eval_limit), names
 
 
@@ -634,13 +604,10 @@ def run_ablation(
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / CONFIG_NAME
     config_path.write_text(yaml.safe_dump(asdict(config), sort_keys=False))
-    base_lm = None
-    if config.base_lm is not None:
-        print("[ablation] training the shared toy language model on the corpus texts")
-        base_lm = train_base_lm(config, profile_name, data_root, out_dir / "base_lm")
+    corpus_dir = data_root if profile.is_tiny else None  # the stand-ins' corpus (trained once, cached beside it)
     for name in progress_bar(names, desc="encoders", unit="encoder"):
         progress_note(f"[ablation] {name}: projector pretraining, then projector + LoRA ({describe(where)})")
-        compose_start(profile_name, name, base_lm, out_dir)
+        compose_start(profile_name, name, corpus_dir, out_dir)
         for phase in PHASES:
             job = PhaseJob(phase, str(profile_name), name, config_path, data_root, out_dir)
             run_phase_job(where, job, getattr(config, phase).steps)

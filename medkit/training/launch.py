@@ -123,12 +123,17 @@ def stage_plan(stage_name: str, profile: str | Profile, launch: Launch, vision_s
     return stage, stage.batch_plan(launch.world_size), overrides.policy(stage)
 
 
-def starting_checkpoint(stage: StageConfig, profile: Profile, out: str | Path) -> Path | None:
-    """The model folder the stage's ranks start from: the previous stage's ``model/``, the composed
-    ``OUT/init/model`` (first stage of a released-weights profile), or None (tiny: built from configs)."""
+def starting_checkpoint(stage: StageConfig, profile: Profile, out: str | Path,
+                        data_root: str | Path | None = None) -> Path | None:
+    """The model folder the stage's ranks start from: the previous stage's ``model/``, or for the first
+    stage the composed ``OUT/init/model`` (the released encoder and GPT-oss, or on tiny their stand-ins
+    trained on the synthetic corpus). None for tiny on a Table-1 ``data_root``: no corpus to train
+    stand-ins on, so the model is built from the profile's configs (random weights)."""
     if stage.init_from:
         return Path(out) / stage.init_from / "model"
-    return None if profile.is_tiny else Path(out) / INIT_DIR / "model"
+    if profile.is_tiny and data_root is not None:
+        return None
+    return Path(out) / INIT_DIR / "model"
 
 
 def stage_command(stage_name: str, *, profile: str, out: str | Path, corpus: str | Path | None = None,
@@ -140,14 +145,14 @@ def stage_command(stage_name: str, *, profile: str, out: str | Path, corpus: str
     Unknown stages, batch sizes the world size cannot make and rows longer than the starting model's
     positions fail here, before anything runs."""
     stage, _, _ = stage_plan(stage_name, profile, launch, vision_schedule, overrides)
-    check_row_length(stage, starting_text_config(stage, load_profile(profile), out)["max_position_embeddings"])
+    check_row_length(stage, starting_text_config(stage, load_profile(profile), out, data_root)["max_position_embeddings"])
     out = Path(out)
     cmd = launch.prefix() + ["--stage", stage.name, "--profile", str(profile), "--vision-schedule", vision_schedule,
                              "--out", str(out / stage.name)]
     cmd += ["--corpus", str(corpus)] if data_root is None else ["--data-root", str(data_root)]
     cmd += ["--leakage-report", str(leakage_report)] if leakage_report else []
     cmd += ["--skip-missing"] if skip_missing else []
-    start = starting_checkpoint(stage, load_profile(profile), out)
+    start = starting_checkpoint(stage, load_profile(profile), out, data_root)
     cmd += ["--previous", str(start)] if start else []
     cmd += ["--max-steps", str(max_steps)] if max_steps else []
     return cmd + overrides.flags()
@@ -172,6 +177,24 @@ def initial_checkpoint(profile: Profile, out: str | Path) -> Path:
     return target
 
 
+def compose_tiny_init(profile: Profile, corpus: str | Path, out: str | Path) -> Path:
+    """``out/init/model`` on tiny: the stand-ins of ``corpus`` (trained there once, cached) with a fresh
+    projector, saved for the ranks. Recomposed on every first stage (a different corpus has other
+    stand-ins; loading cached ones and saving takes a second)."""
+    from medkit.chat.tokenizer import profile_tokenizer
+    from medkit.training.standins import compose_tiny
+
+    target = Path(out) / INIT_DIR / "model"
+    partial = target.with_name("model.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    tokenizer = profile_tokenizer(profile)
+    compose_tiny(profile, tokenizer, corpus).save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
 def prepare_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str | Path | None = None,
                   data_root: str | Path | None = None, leakage_report: str | Path | None = None,
                   skip_missing: bool = False, vision_schedule: str = "table2", compose: bool = True) -> DataReport:
@@ -184,17 +207,19 @@ def prepare_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str
     stage = stage_for_profile(load_stage(stage_name, vision_schedule), config)  # the rows the ranks will pack
     check_stage_sources(stage, corpus=corpus, data_root=data_root, leakage_report=leakage_report,
                         skip_missing=skip_missing)
-    if stage.init_from is None and not config.is_tiny:
+    if stage.init_from is None and config.is_tiny and data_root is None:
+        compose_tiny_init(config, corpus, out)
+    elif stage.init_from is None and not config.is_tiny:
         if compose:
             compose_in_subprocess(profile, out)
         elif not (Path(out) / INIT_DIR / "model" / "config.json").is_file():
             raise FileNotFoundError(f"{Path(out) / INIT_DIR / 'model'} not found: run `medkit compose --profile "
                                     f"{profile} --out {out}` once (or start node 0 first) before the other nodes")
-    start = starting_checkpoint(stage, config, out)
+    start = starting_checkpoint(stage, config, out, data_root)
     if stage.init_from and not (start / "config.json").is_file():
         raise FileNotFoundError(f"stage {stage.name} starts from {start}, which is not there: run stage "
                                 f"{stage.init_from} first (`medkit train --stage {stage.init_from} --out {out}`)")
-    processor, text_config = stage_processor(stage, config, out)
+    processor, text_config = stage_processor(stage, config, out, data_root)
     check_row_length(stage, text_config.max_position_embeddings)  # the checkpoint's, once it is composed
     _, report = stage_dataset(stage, processor, corpus=corpus, data_root=data_root, leakage_report=leakage_report,
                               skip_missing=skip_missing, max_position_embeddings=text_config.max_position_embeddings,
@@ -202,7 +227,7 @@ def prepare_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str
     return report
 
 
-def stage_processor(stage: StageConfig, profile: Profile, out: str | Path):
+def stage_processor(stage: StageConfig, profile: Profile, out: str | Path, data_root: str | Path | None = None):
     """The processor the stage's ranks will build, and the language model's config, read from the config
     of the checkpoint they start from (or the profile's, for a model built from configs): the records'
     lengths depend on its tiles and tokens per tile, the length limit on its max_position_embeddings."""
@@ -212,7 +237,7 @@ def stage_processor(stage: StageConfig, profile: Profile, out: str | Path):
     from medkit.model.processor import MedGPTOssProcessor
 
     tokenizer = profile_tokenizer(profile)
-    start = starting_checkpoint(stage, profile, out)
+    start = starting_checkpoint(stage, profile, out, data_root)
     if start is not None and (start / "config.json").is_file():
         config = MedGPTOssConfig.from_pretrained(start)
     else:
@@ -245,7 +270,7 @@ def stage_dry_run(stage_name: str, *, profile: str, out: str | Path, corpus: str
     cmd = stage_command(stage_name, profile=profile, out=out, corpus=corpus, data_root=data_root,
                         leakage_report=leakage_report, skip_missing=skip_missing, launch=launch,
                         vision_schedule=vision_schedule, max_steps=max_steps, overrides=overrides)
-    text = starting_text_config(stage, config, out)
+    text = starting_text_config(stage, config, out, data_root)
     limit = min(stage.max_length, text["max_position_embeddings"])
     lines = [f"dry run: stage {stage.name}, profile {config.name} (nothing started, no model composed or loaded)",
              f"launch       {launch.describe()}",
@@ -258,7 +283,7 @@ def stage_dry_run(stage_name: str, *, profile: str, out: str | Path, corpus: str
              f"router load-balancing loss " + (f"on (coefficient {text['router_aux_loss_coef']:g})"
                                                if stage.trainable.llm else "off (LLM frozen)"),
              f"checkpoints  {policy.describe()}; {resume_line(Path(out) / stage.name)}",
-             f"start        {start_line(stage, config, out)}",
+             f"start        {start_line(stage, config, out, data_root)}",
              "deepspeed    " + indented(json.dumps(resolved_deepspeed_config(stage, config, plan), indent=1), 13),
              *data_lines(stage, plan, corpus=corpus, data_root=data_root, leakage_report=leakage_report,
                          skip_missing=skip_missing),
@@ -282,12 +307,13 @@ def batch_lines(stage: StageConfig, plan: BatchPlan) -> list[str]:
             f"             {rows}; an optimizer step: {plan.global_batch} samples in at most {plan.global_batch} rows"]
 
 
-def starting_text_config(stage: StageConfig, profile: Profile, out: str | Path) -> dict:
+def starting_text_config(stage: StageConfig, profile: Profile, out: str | Path,
+                         data_root: str | Path | None = None) -> dict:
     """The language model's config as the ranks will see it: from the starting checkpoint's config.json
     when it exists; before the first stage's checkpoint is composed, from the released language model's
     config.json when it is a local folder (what composing copies); else the profile's (which mirrors the
     released one)."""
-    start = starting_checkpoint(stage, profile, out)
+    start = starting_checkpoint(stage, profile, out, data_root)
     if start is not None and (start / "config.json").is_file():
         return json.loads((start / "config.json").read_text())["text_config"]
     from transformers import GptOssConfig  # its defaults fill what the profile leaves out
@@ -298,10 +324,13 @@ def starting_text_config(stage: StageConfig, profile: Profile, out: str | Path) 
     return GptOssConfig(**profile.model.text_config).to_dict()
 
 
-def start_line(stage: StageConfig, profile: Profile, out: str | Path) -> str:
-    start = starting_checkpoint(stage, profile, out)
+def start_line(stage: StageConfig, profile: Profile, out: str | Path, data_root: str | Path | None = None) -> str:
+    start = starting_checkpoint(stage, profile, out, data_root)
     if start is None:
-        return f"a model built from the {profile.name} profile's configs (seed {profile.seed})"
+        return (f"a model built from the {profile.name} profile's configs (seed {profile.seed}; random weights: "
+                "the stand-ins train on the synthetic corpus, not on a data root)")
+    if profile.is_tiny and not stage.init_from:
+        return f"{start} (composed before the ranks start from the stand-ins of the corpus, trained there once)"
     if (start / "config.json").is_file():
         return f"{start} (present)"
     maker = f"stage {stage.init_from} writes it" if stage.init_from else "composed before the ranks start"

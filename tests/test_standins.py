@@ -1,0 +1,90 @@
+"""The tiny profile's stand-ins for the released checkpoints: trained once per corpus and profile, cached
+by what decides their weights, deterministic, actually trained, and what the first stage starts from."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medkit.chat import load_tokenizer
+from medkit.data.synthetic import generate_corpus
+from medkit.profiles import load_profile
+from medkit.training.standins import (LM_FILES, TOWER_FILE, compose_tiny, ensure_standin_encoder, ensure_standin_lm,
+                                      label_targets, training_images)
+
+SIZES = {"caption": 40, "report_long": 5, "report": 10, "vqa_mc": 60, "text_mc": 20, "reasoning": 5,
+         "trial": 5, "impression": 10}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("standins") / "corpus"
+    generate_corpus(root, seed=0, sizes=SIZES)
+    return root
+
+
+def test_stand_ins_are_trained_once_and_reused(corpus, monkeypatch):
+    profile = load_profile("tiny")
+    lm, tower = ensure_standin_lm(profile, corpus), ensure_standin_encoder(profile, corpus)
+    assert lm.parent == tower.parent == corpus.parent / "standins"
+    assert all((lm / f).is_file() for f in LM_FILES) and (tower / TOWER_FILE).is_file()
+    import medkit.training.standins as standins
+
+    def retrained(*args):
+        raise RuntimeError("retrained")
+
+    monkeypatch.setattr(standins, "train_standin_lm", retrained)
+    monkeypatch.setattr(standins, "train_standin_encoder", retrained)
+    assert ensure_standin_lm(profile, corpus) == lm and ensure_standin_encoder(profile, corpus) == tower
+    with pytest.raises(RuntimeError, match="retrained"):  # another encoder is another stand-in
+        ensure_standin_encoder(load_profile("tiny", encoder="siglip"), corpus)
+
+
+def test_a_stand_in_is_the_same_bytes_on_a_second_corpus_copy(corpus, tmp_path):
+    """Seeded: the same corpus elsewhere gives byte-identical weights (so cached or not, one result)."""
+    import shutil
+
+    profile = load_profile("tiny")
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus, copy, ignore=shutil.ignore_patterns("standins"))
+    for ensure, name in ((ensure_standin_lm, LM_FILES[0]), (ensure_standin_encoder, TOWER_FILE)):
+        first, second = ensure(profile, corpus), ensure(profile, copy)
+        assert first != second and (first / name).read_bytes() == (second / name).read_bytes()
+
+
+def test_the_encoder_stand_in_learns_the_image_labels(corpus):
+    """Its summed cross-entropy over the attribute heads falls well below where it starts."""
+    losses = json.loads((ensure_standin_encoder(load_profile("tiny"), corpus) / "losses.json").read_text())
+    assert len(losses) >= 5 and sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3
+
+
+def test_labels_cover_training_images_only_with_inapplicable_attributes_ignored(corpus):
+    images = training_images(corpus)
+    eval_images = {name for line in (corpus / "vqa_mc.jsonl").read_text().splitlines()
+                   for name in json.loads(line)["images"] if json.loads(line)["meta"]["split"] == "eval"}
+    assert images and not eval_images & {str(p.relative_to(corpus)) for p, _ in images}
+    classes, targets = label_targets([label for _, label in images])
+    xray = [i for i, (_, label) in enumerate(images) if label["modality"] == "xray"]
+    assert "organ" not in images[xray[0]][1] and targets["organ"][xray[0]] == -100
+    assert set(classes["modality"]) <= {"xray", "ct", "histology"}
+
+
+def test_the_tiny_starting_model_carries_both_stand_ins(corpus):
+    profile = load_profile("tiny")
+    model = compose_tiny(profile, load_tokenizer("tiny"), corpus)
+    lm = load_file(ensure_standin_lm(profile, corpus) / LM_FILES[0])
+    tower = load_file(ensure_standin_encoder(profile, corpus) / TOWER_FILE)
+    assert all(torch.equal(model.model.language_model.state_dict()[k], v) for k, v in lm.items())
+    assert all(torch.equal(model.model.vision_tower.state_dict()[k], v) for k, v in tower.items())
+
+
+def test_the_first_tiny_stage_is_composed_from_the_stand_ins(corpus, tmp_path):
+    from medkit.training.launch import prepare_stage
+
+    out = tmp_path / "train"
+    prepare_stage("pretrain", profile="tiny", out=out, corpus=corpus)
+    init = load_file(out / "init" / "model" / "model.safetensors")
+    lm = load_file(ensure_standin_lm(load_profile("tiny"), corpus) / LM_FILES[0])
+    key = next(k for k in init if k.endswith("layers.0.self_attn.q_proj.weight") and "language_model" in k)
+    assert torch.equal(init[key], lm["layers.0.self_attn.q_proj.weight"])
