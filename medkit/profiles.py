@@ -122,7 +122,22 @@ class TrainingSection:
     global_batch_size: int | None = None
     max_steps: int | None = None  # optimizer steps of every stage (null: the stage's epochs)
     stage_steps: dict[str, int] = field(default_factory=dict)  # stage name -> steps, overriding max_steps
-    learning_rate: dict[str, float] = field(default_factory=dict)  # stage name -> rate for every part
+    # stage name -> one rate for every part, or {vision, projector, llm} rates (parts left out keep the
+    # stage config's own)
+    learning_rate: dict[str, float | dict[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from medkit.training.stages import STAGE_NAMES  # the stage configs' names (no cycle: stages reads profiles lazily)
+
+        for setting in ("stage_steps", "learning_rate"):
+            unknown = sorted(set(getattr(self, setting)) - set(STAGE_NAMES))
+            if unknown:
+                raise ConfigError(f"training.{setting}: unknown stage(s) {unknown}; stages: {list(STAGE_NAMES)}")
+        for stage, rate in self.learning_rate.items():
+            parts = set(rate) if isinstance(rate, dict) else set()
+            if parts - {"vision", "projector", "llm"}:
+                raise ConfigError(f"training.learning_rate.{stage}: unknown part(s) {sorted(parts - {'vision', 'projector', 'llm'})}; "
+                                  "parts: vision, projector, llm")
 
     def steps(self, stage: str) -> int | None:
         return self.stage_steps.get(stage, self.max_steps)

@@ -188,3 +188,30 @@ def test_cpu_ranks_tell_deepspeed_how_many_share_the_node(monkeypatch):
     assert CPU_Accelerator().device_count() == 2
     monkeypatch.setattr("deepspeed.utils.numa.get_numa_cores", lambda: pytest.fail("numactl was run"))
     assert CPU_Accelerator().device_count() == 2
+
+
+def test_a_profile_rate_may_be_set_per_part_and_names_real_stages_and_parts(tmp_path):
+    import yaml
+
+    from medkit.config import ConfigError
+    from medkit.profiles import CONFIG_DIR
+    from medkit.training.stages import load_stage, stage_for_profile
+
+    tiny = yaml.safe_load((CONFIG_DIR / "profiles" / "tiny.yaml").read_text())
+
+    def profile_with(**training):
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump({**tiny, "training": {**tiny["training"], **training}}))
+        return load_profile(path)
+
+    split = profile_with(learning_rate={"instruct": {"llm": 3e-3, "projector": 3e-3, "vision": 1e-4}})
+    rates = stage_for_profile(load_stage("instruct"), split).learning_rate
+    assert (rates.vision, rates.projector, rates.llm) == (1e-4, 3e-3, 3e-3)
+    partial = stage_for_profile(load_stage("instruct"), profile_with(learning_rate={"instruct": {"llm": 1e-3}}))
+    assert (partial.learning_rate.llm, partial.learning_rate.vision) == (1e-3, 8e-5)  # vision: the stage's own
+    with pytest.raises(ConfigError, match=r"training.learning_rate: unknown stage\(s\) \['instuct'\]"):
+        profile_with(learning_rate={"instuct": 1e-3})
+    with pytest.raises(ConfigError, match=r"training.stage_steps: unknown stage\(s\) \['sft'\]"):
+        profile_with(stage_steps={"sft": 10})
+    with pytest.raises(ConfigError, match=r"unknown part\(s\) \['encoder'\]"):
+        profile_with(learning_rate={"instruct": {"encoder": 1e-4}})

@@ -88,3 +88,9 @@ def test_the_first_tiny_stage_is_composed_from_the_stand_ins(corpus, tmp_path):
     lm = load_file(ensure_standin_lm(load_profile("tiny"), corpus) / LM_FILES[0])
     key = next(k for k in init if k.endswith("layers.0.self_attn.q_proj.weight") and "language_model" in k)
     assert torch.equal(init[key], lm["layers.0.self_attn.q_proj.weight"])
+
+
+def test_every_encoder_shares_one_language_model_stand_in(corpus):
+    """The ablation pairs the LLM with four encoders: one stand-in, trained once, not one per encoder."""
+    paths = {ensure_standin_lm(load_profile("tiny", encoder=e), corpus) for e in ("clip", "siglip", "medsiglip")}
+    assert len(paths) == 1

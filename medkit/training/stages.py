@@ -233,7 +233,8 @@ def stage_for_profile(stage: StageConfig, profile: Profile) -> StageConfig:
     rate = profile.training.learning_rate.get(stage.name)
     if rate is None:
         return stage
-    return replace(stage, learning_rate=LearningRates(vision=rate, projector=rate, llm=rate))
+    rates = rate if isinstance(rate, dict) else dict.fromkeys(("vision", "projector", "llm"), rate)
+    return replace(stage, learning_rate=replace(stage.learning_rate, **rates))
 
 
 def check_row_length(stage: StageConfig, max_position_embeddings: int) -> None:

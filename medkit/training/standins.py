@@ -36,6 +36,7 @@ STANDINS_DIR = "standins"
 FORMAT = 1  # bump when a change to the training below changes the weights it makes
 LM_FILES = ("language_model.safetensors", "lm_head.safetensors")
 TOWER_FILE = "vision_tower.safetensors"
+LM_ENCODER = "clip"  # the encoder the language model's stand-in is built with (it trains on text only)
 # what the generator records per image (meta.image_labels); "anatomy" is a seed, not something seen
 IMAGE_ATTRIBUTES = ("modality", "finding", "side", "zone", "severity", "view", "organ", "density", "tissue",
                     "region")
@@ -68,9 +69,19 @@ def cached(target: Path, files: tuple[str, ...], build) -> Path:
     return target
 
 
+def text_only_profile(profile: Profile) -> Profile:
+    """``profile`` with the registry's first encoder: the language model's stand-in learns text alone, and its
+    seeded initial weights must not depend on which encoder the caller pairs it with (one stand-in for all)."""
+    from dataclasses import replace
+
+    return replace(profile, model=replace(profile.model, encoder=LM_ENCODER))
+
+
 def ensure_standin_lm(profile: Profile, corpus_dir: str | Path) -> Path:
-    """The folder of the language-model stand-in for ``profile`` on this corpus (trained if missing)."""
+    """The folder of the language-model stand-in for ``profile`` on this corpus (trained if missing), the
+    same for every encoder."""
     corpus_dir = Path(corpus_dir)
+    profile = text_only_profile(profile)
     settings = require(profile.standins.language_model, profile, "language_model")
     key = cache_key("language_model", profile, corpus_dir, settings)
     target = standins_root(corpus_dir) / f"language_model-{key}"
