@@ -186,3 +186,52 @@ def test_router_term_reaches_the_routers_under_gradient_checkpointing(tmp_path):
         grads.append(model.model.language_model.layers[1].mlp.router.weight.grad)
         assert len(trainer.router_terms) == 1
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+PRINT_GROUPS = r"""
+import sys
+from transformers import TrainerCallback
+from medkit.training import stage_run
+
+class PrintGroups(TrainerCallback):
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        inner = getattr(optimizer, "optimizer", optimizer)  # DeepSpeed's ZeRO-3 optimizer wraps the AdamW
+        print("GROUPS", sorted((g.get("name"), g["initial_lr"]) for g in inner.param_groups), flush=True)
+
+init = stage_run.StageTrainer.__init__
+def with_printer(self, *args, **kwargs):
+    init(self, *args, **{**kwargs, "callbacks": [*kwargs.get("callbacks", []), PrintGroups()]})
+stage_run.StageTrainer.__init__ = with_printer
+stage_run.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_the_stage_s_per_part_rates_reach_the_optimizer_under_deepspeed(tmp_path):
+    """transformers' deepspeed_init drops an optimizer handed to the Trainer and builds AdamW at one rate:
+    before StageTrainer.create_optimizer, the tiny vision tower trained at the LLM's 3e-3, not 1e-4."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    from medkit.data.synthetic import generate_corpus
+
+    corpus = tmp_path / "corpus"
+    generate_corpus(corpus, seed=0, sizes={"caption": 5, "report_long": 5, "report": 5, "vqa_mc": 10,
+                                           "text_mc": 10, "reasoning": 5, "trial": 5, "impression": 5})
+    profile = load_profile("tiny")
+    tokenizer = load_tokenizer("tiny")
+    previous = tmp_path / "previous"
+    build_tiny_model(profile, tokenizer).save_pretrained(previous)
+    tokenizer.save_pretrained(previous)
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+           "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29612"}
+    run = subprocess.run([sys.executable, "-c", PRINT_GROUPS, "--stage", "instruct", "--corpus", str(corpus),
+                          "--out", str(tmp_path / "instruct"), "--previous", str(previous), "--max-steps", "1"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    groups = [line for line in run.stdout.splitlines() if line.startswith("GROUPS")]
+    assert run.returncode == 0 and groups, run.stdout[-3000:] + run.stderr[-3000:]
+    rates = dict(ast.literal_eval(groups[0].removeprefix("GROUPS ")))
+    assert rates == {"vision.decay": 1e-4, "vision.no_decay": 1e-4, "projector.decay": 3e-3,
+                     "projector.no_decay": 3e-3, "llm.decay": 3e-3, "llm.no_decay": 3e-3}

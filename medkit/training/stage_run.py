@@ -127,8 +127,9 @@ class StageTrainer(Trainer):
     cannot learn, and the loss would only push the projector towards inputs that spread the experts.
     """
 
-    def __init__(self, *args, router_balance: bool, **kwargs):
+    def __init__(self, *args, router_balance: bool, stage: StageConfig | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.stage = stage
         self.router_balance = router_balance
         self.router_logits: list[torch.Tensor] | None = None  # a list only while a training forward runs
         self.router_terms: list[torch.Tensor] = []
@@ -136,6 +137,22 @@ class StageTrainer(Trainer):
             for module in self.model.modules():
                 if isinstance(module, GptOssTopKRouter):
                     module.register_forward_hook(self._keep_router_logits)
+
+    def create_optimizer(self, model=None):
+        """AdamW with one group per trained part and decay class at the stage's own rates (``optimizer_groups``).
+
+        An optimizer handed to the Trainer does not survive DeepSpeed: transformers' ``deepspeed_init``
+        sets ``trainer.optimizer = None`` and builds its default AdamW at ``args.learning_rate`` for every
+        parameter, so the stage's per-part rates (Table 2: projector 1e-3 in stage 0; the tiny profile's
+        vision 1e-4 in instruction tuning) were silently the LLM's. Building the groups here is what
+        ``deepspeed_init`` calls, with or without DeepSpeed."""
+        if self.stage is None:
+            return super().create_optimizer(model)
+        if self.optimizer is None:
+            stage = self.stage
+            self.optimizer = AdamW(optimizer_groups(model or self.model, stage), betas=(stage.adam_beta1, stage.adam_beta2),
+                                   eps=stage.adam_epsilon)
+        return self.optimizer
 
     def _keep_router_logits(self, module, args, output) -> None:
         # outside compute_loss's forward (a gradient-checkpointing recompute in the backward) nothing is kept
@@ -262,8 +279,6 @@ def run_stage(stage: StageConfig, profile: Profile, corpus: Path | None, out_dir
     use_attention(model, profile.model.attn_implementation)  # the masks packed rows get follow it
     mark_moe_leaf_modules(model)
     apply_trainable(model, stage.trainable)
-    optimizer = AdamW(optimizer_groups(model, stage), betas=(stage.adam_beta1, stage.adam_beta2),
-                      eps=stage.adam_epsilon)
     check_row_length(stage, model.config.text_config.max_position_embeddings)  # a rank started by hand too
     processor = MedGPTOssProcessor.for_model(model.config, tokenizer, profile)
     # the launcher measured the records' lengths into out_dir/lengths; a stage started without it measures here
@@ -274,7 +289,7 @@ def run_stage(stage: StageConfig, profile: Profile, corpus: Path | None, out_dir
     result = TrainResult()
     callbacks = [LossRecorder(result)] + ([SaveEveryMinutes(policy.every_minutes)] if policy.every_minutes else [])
     trainer = StageTrainer(model=model, args=args, train_dataset=dataset,
-                           data_collator=stage_collator(stage, model, tokenizer), optimizers=(optimizer, None),
+                           data_collator=stage_collator(stage, model, tokenizer), stage=stage,
                            callbacks=callbacks, router_balance=stage.trainable.llm)
     resume = last_complete_checkpoint(out_dir)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
