@@ -147,7 +147,8 @@ def train_standin_lm(profile: Profile, settings: StandinLM, corpus_dir: Path, ou
     items = [(text_only(s), root) for s, root in load_items(settings.data, corpus_dir, "train")]
     args = single_process_args(out / "trainer", seed=profile.seed, learning_rate=settings.learning_rate,
                                epochs=settings.epochs, batch_size=settings.batch_size)
-    result = train(model, ConversationDataset(items, processor), PackingCollator(tokenizer.pad_token_id, 8192), args)
+    rows = PackingCollator(tokenizer.pad_token_id, model.config.text_config.max_position_embeddings)
+    result = train(model, ConversationDataset(items, processor), rows, args)
     shutil.rmtree(out / "trainer", ignore_errors=True)
     save_file(model.model.language_model.state_dict(), out / LM_FILES[0])
     save_file(model.lm_head.state_dict(), out / LM_FILES[1])
