@@ -365,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="ablation YAML (default: the profile's shipped config)")
     p.add_argument("--encoders", nargs="+", default=None, help="a subset of the config's encoders")
     p.add_argument("--nproc", type=positive_int, default=None, help="ranks per node through DeepSpeed ZeRO-3 (default: every "
-                   "visible GPU; tiny profile without any launch option: in this process, no DeepSpeed)")
+                   "visible GPU; tiny profile without any launch option: one single-threaded worker process per encoder, "
+                   "one per core at a time, no DeepSpeed)")
     p.add_argument("--launcher", default=None, choices=["torchrun", "deepspeed"], help="default: torchrun")
     p.add_argument("--nnodes", type=positive_int, default=1, help="nodes (--launcher deepspeed with --hostfile: one command "
                    "starts them all)")

@@ -27,6 +27,9 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     if annotation is Any:
         return value
     if origin in (typing.Union, types.UnionType):
+        others = [option for option in args if option is not type(None)]
+        if value is not None and len(others) == 1:  # `X | None` given a value: X's own error says what is wrong
+            return _check_type(value, others[0], where)
         for option in args:
             try:
                 return _check_type(value, option, where)

@@ -1,5 +1,6 @@
-"""The LoRA encoder ablation (Figure 1): the peft adapters on GptOss's expert weights, the phases in-process and
-on 2 CPU ranks under DeepSpeed ZeRO-3, the dry run and its parameter counts, with toy step counts."""
+"""The LoRA encoder ablation (Figure 1): the peft adapters on GptOss's expert weights, the phases in worker
+processes, in this process and on 2 CPU ranks under DeepSpeed ZeRO-3, the dry run and its parameter counts,
+with toy step counts."""
 
 import json
 from dataclasses import replace
@@ -15,9 +16,9 @@ from medkit.config import ConfigError
 from medkit.data.synthetic import generate_corpus
 from medkit.model.build import build_tiny_model
 from medkit.profiles import load_profile
-from medkit.training.ablation import (EXPERT_ADAPTER, Phase, add_lora, ablation_dry_run, ablation_trainable_parameters,
-                                      load_ablation_config, parameter_counts, phase_batch, ranks_command, run_ablation,
-                                      text_only, trained_model)
+from medkit.training.ablation import (EXPERT_ADAPTER, WORKER_LOG, LocalWorkers, Phase, add_lora, ablation_dry_run, ablation_trainable_parameters,
+                                      default_launch, load_ablation_config, parameter_counts, phase_batch,
+                                      ranks_command, run_ablation, run_workers, text_only, trained_model)
 from medkit.training.ablation_run import PhaseJob
 from medkit.training.launch import Launch
 
@@ -46,7 +47,7 @@ def toy_config(steps=2):
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory, corpus):
-    """Every encoder, in this process (the tiny default)."""
+    """Every encoder, in single-threaded worker processes (the tiny default)."""
     out = tmp_path_factory.mktemp("ablation_run")
     return out, run_ablation("tiny", out, data_root=corpus, config=toy_config())
 
@@ -246,3 +247,37 @@ def test_text_only_drops_images_keeps_text(corpus):
     stripped = text_only(sample)
     assert stripped.images == [] and stripped.num_image_parts == 0
     assert [m["role"] for m in stripped.messages] == [m["role"] for m in sample.messages]
+
+
+# ---- worker processes (the tiny default) -----------------------------------------------------------------------
+
+def test_tiny_trains_in_single_threaded_workers_and_the_dry_run_says_so():
+    where = default_launch(load_profile("tiny"))
+    assert isinstance(where, LocalWorkers) and where.workers >= 1
+    text = ablation_dry_run("tiny")
+    assert "each in a worker process of 1 thread (no DeepSpeed)" in text
+    assert "--worker" in text and f"OUT/<encoder>/{WORKER_LOG}" in text
+    with pytest.raises(ConfigError, match="workers must be >= 1"):
+        LocalWorkers(0)
+
+
+def test_a_failed_worker_raises_with_the_end_of_its_log(tmp_path):
+    """A worker that dies (here: an encoder the registry does not know) names its log and shows its end."""
+    config = tmp_path / "ablation_config.yaml"
+    config.write_text("encoders: [clip]\n")
+    with pytest.raises(RuntimeError, match=r"(?s)ablation nosuch failed in its worker \(exit 1\).*worker\.log.*"
+                                           r"unknown vision encoder 'nosuch'"):
+        run_workers(LocalWorkers(2), ["nosuch"], "tiny", config, tmp_path, tmp_path / "run", None)
+    assert (tmp_path / "run" / "nosuch" / WORKER_LOG).is_file()
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_numbers_one_or_two_at_a_time(tmp_path, corpus, toy_run):
+    """Each worker computes on one thread: how many run side by side changes no number."""
+    out, results = toy_run
+    one = run_ablation("tiny", tmp_path / "one", data_root=corpus, config=toy_config(), encoders=["clip", "siglip"],
+                       launch=LocalWorkers(1))
+    for name in ("clip", "siglip"):
+        assert without_runtime(row_of(one, name)) == without_runtime(row_of(results, name))
+        assert (tmp_path / "one" / name / "predictions.jsonl").read_bytes() == \
+            (out / name / "predictions.jsonl").read_bytes()

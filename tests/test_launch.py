@@ -42,7 +42,7 @@ def test_torchrun_single_and_multi_node_commands(tmp_path):
 def test_deepspeed_launcher_command(tmp_path):
     cmd = stage_command("instruct", profile="tiny", out=tmp_path, corpus="c",
                         launch=Launch(launcher="deepspeed", nproc=8, nnodes=2, hostfile="/job/hostfile"),
-                        overrides=StageOverrides(global_batch_size=64))  # the tiny profile's 4 per device x 16 ranks
+                        overrides=StageOverrides(global_batch_size=128))  # the tiny profile's 8 per device x 16 ranks
     head = cmd[cmd.index("deepspeed.launcher.runner") + 1:cmd.index("--stage")]
     assert head == ["--num_gpus", "8", "--num_nodes", "2", "--no_local_rank", "--hostfile", "/job/hostfile",
                     "--module", "medkit.training.stage_run"]
@@ -149,6 +149,20 @@ def test_progress_follows_the_trainer_log_lines_and_keeps_the_tail(capsys):
     assert code == 3 and tail[-1] == "{'train_runtime': '2.9'}\n" and len(tail) == 4
     bar = capsys.readouterr().err
     assert "pretrain: 100%" in bar and "2/2" in bar and "loss=5.25" in bar
+
+
+def test_an_executed_notebook_gets_a_few_bar_lines_not_one_per_step(capsys, monkeypatch):
+    """Under the notebook runner (plain bars) 300 quick steps redraw at the bar's interval: the loss
+    postfix must not force a line per step into the executed copy."""
+    from medkit.progress import PLAIN_PROGRESS_ENV
+    from medkit.training.launch import run_with_progress
+
+    monkeypatch.setenv(PLAIN_PROGRESS_ENV, "1")
+    script = "for i in range(300): print(\"{'loss': '%.3f'}\" % (1 / (i + 1)))"
+    code, _ = run_with_progress([sys.executable, "-c", script], desc="instruct", total=300)
+    lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("instruct")]
+    assert code == 0 and len(lines) <= 6, lines
+    assert "300/300" in lines[-1] and "loss=0.003" in lines[-1]
 
 
 @pytest.mark.timeout(300, method="thread")  # the test itself interrupts through SIGALRM, pytest-timeout's signal

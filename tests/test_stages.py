@@ -82,8 +82,8 @@ def test_a_bad_batch_split_names_the_splits_that_work():
 
 def test_profile_batch_stand_ins_apply_before_overrides():
     tiny = stage_for_profile(load_stage("pretrain"), load_profile("tiny"))
-    assert (tiny.per_device_batch_size, tiny.global_batch_size, tiny.learning_rate.projector) == (4, 8, 3e-3)
-    assert with_batch_sizes(tiny, global_batch=16).batch_plan(2).accumulation == 2
+    assert (tiny.per_device_batch_size, tiny.global_batch_size, tiny.learning_rate.projector) == (8, 16, 3e-3)
+    assert with_batch_sizes(tiny, global_batch=32).batch_plan(2).accumulation == 2
     paper = stage_for_profile(load_stage("pretrain"), load_profile("paper"))
     assert (paper.per_device_batch_size, paper.global_batch_size) == (16, 128)
 

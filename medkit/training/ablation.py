@@ -12,8 +12,9 @@ profile the job runs on N ranks through the same DeepSpeed ZeRO-3 launcher as th
 (torchrun or the deepspeed launcher) with gradient checkpointing: phase 2 trains ~1.48 B parameters, whose
 weights, gradients, fp32 master copy and Adam moments (~27 GB at ZeRO's 18 bytes each) on top of the 42 GB
 of bf16 GPT-oss leave one 80 GB GPU no room for a batch's activations. On the tiny profile the default is
-the same job in this process without DeepSpeed (starting ZeRO-3 ranks takes longer than a toy phase);
-``launch=Launch(nproc=2)`` (``medkit ablation --nproc 2``) runs it on 2 CPU ranks under ZeRO-3.
+the same jobs without DeepSpeed (starting ZeRO-3 ranks takes longer than a toy phase), each encoder's two
+in a worker process of one thread, one worker per core (``LocalWorkers``; ``InProcess`` runs them here);
+``launch=Launch(nproc=2)`` (``medkit ablation --nproc 2``) runs them on 2 CPU ranks under ZeRO-3.
 Evaluation runs here once the ranks have finished, on this process's GPUs (or the CPU).
 
 LoRA through peft. The adapters cover the attention projections (``target_modules``, peft ``lora.Linear``)
@@ -29,7 +30,9 @@ with dropout 0.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -132,6 +135,27 @@ class InProcess:
 
     def describe(self) -> str:
         return "in this process (1 rank, no DeepSpeed)"
+
+
+@dataclass(frozen=True)
+class LocalWorkers:
+    """Each encoder's two phases in a worker process of its own on this machine, ``workers`` encoders at a
+    time, no DeepSpeed. Every worker computes on one thread, so an encoder's numbers do not depend on how
+    many run beside it, on the number of cores, or on whether it runs alone (``--encoders``)."""
+
+    workers: int = 1
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"ablation workers must be >= 1, got {self.workers}")
+
+    def describe(self) -> str:
+        at_once = "1 encoder" if self.workers == 1 else f"{self.workers} encoders"
+        return f"{at_once} at a time, each in a worker process of 1 thread (no DeepSpeed)"
+
+
+WORKER_LOG = "worker.log"  # an encoder's worker output, in its folder
 
 
 @dataclass(frozen=True)
@@ -303,25 +327,34 @@ def ablation_trainable_parameters(config: AblationConfig, profile: Profile) -> d
     return {"projector_pretraining": projector, "lora_finetuning": lora}
 
 
-def default_launch(profile: Profile) -> Launch | InProcess:
-    """Tiny: in this process. Otherwise ZeRO-3 ranks on every visible GPU of this machine."""
+Where = Launch | InProcess | LocalWorkers
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_launch(profile: Profile) -> Where:
+    """Tiny: one single-threaded worker per core (at most 8), each training one encoder at a time (a toy
+    phase uses a second thread poorly: 2 encoders side by side finish ~30% sooner than one after the other
+    on 2 threads). Otherwise ZeRO-3 ranks on every visible GPU of this machine."""
     from medkit.eval.placement import visible_gpus
 
-    return InProcess() if profile.is_tiny else Launch(nproc=max(1, visible_gpus()))
+    return LocalWorkers(min(usable_cores(), 8)) if profile.is_tiny else Launch(nproc=max(1, visible_gpus()))
 
 
-def world_size(where: Launch | InProcess) -> int:
+def world_size(where: Where) -> int:
     return where.nproc * where.nnodes if isinstance(where, Launch) else where.world_size
 
 
-def describe(where: Launch | InProcess) -> str:
-    if isinstance(where, InProcess):
+def describe(where: Where) -> str:
+    if isinstance(where, (InProcess, LocalWorkers)):
         return where.describe()
     nodes = f" x {where.nnodes} nodes (hostfile {where.hostfile})" if where.nnodes > 1 else ""
     return f"{where.launcher}: {where.nproc} rank(s){nodes} = world size {world_size(where)}, DeepSpeed ZeRO-3"
 
 
-def check_launch(where: Launch | InProcess) -> None:
+def check_launch(where: Where) -> None:
     """Refuse a launch this command cannot drive from one node."""
     if isinstance(where, Launch) and where.nnodes > 1 and where.launcher == "torchrun":
         raise ConfigError("the ablation on several nodes runs through --launcher deepspeed with --hostfile: that "
@@ -346,6 +379,71 @@ def run_phase_job(where: Launch | InProcess, job: PhaseJob, steps: int | None) -
     code, tail = run_with_progress(ranks_command(where, job), desc=f"{job.encoder} {job.phase}", total=steps)
     if code:
         raise RuntimeError(f"ablation {job.encoder} {job.phase} failed on the ranks (exit {code}):\n" + "".join(tail))
+
+
+def worker_command(profile_name: str, encoder: str, config_path: Path, data_root: Path, out_dir: Path,
+                   corpus_dir: Path | None) -> list[str]:
+    """The command of one encoder's worker: compose its start, then train both phases (one thread)."""
+    cmd = [sys.executable, "-m", RANK_ENTRY, "--worker", "--profile", str(profile_name), "--encoder", encoder,
+           "--config", str(config_path), "--data-root", str(data_root), "--out", str(out_dir)]
+    return cmd + (["--corpus-dir", str(corpus_dir)] if corpus_dir is not None else [])
+
+
+def worker_environment() -> dict[str, str]:
+    from medkit.training.deepspeed_setup import cpu_environment
+
+    return {**cpu_environment(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run_workers(where: LocalWorkers, names: list[str], profile_name: str, config_path: Path, data_root: Path,
+                out_dir: Path, corpus_dir: Path | None) -> None:
+    """Every encoder's phases in worker processes, ``where.workers`` at a time; a failed worker stops the
+    others and raises with the tail of its log (``OUT/<encoder>/worker.log``)."""
+    import subprocess
+    import time
+
+    from medkit.progress import progress_bar, progress_note
+    from medkit.training.launch import stop_launcher
+
+    pending, running, done = list(names), {}, []
+    with progress_bar(total=len(names), desc="encoders", unit="encoder") as bar:
+        try:
+            while pending or running:
+                while pending and len(running) < where.workers:
+                    name = pending.pop(0)
+                    progress_note(f"[ablation] {name}: projector pretraining, then projector + LoRA ({describe(where)})")
+                    encoder_dir(out_dir, name).mkdir(parents=True, exist_ok=True)
+                    log = (encoder_dir(out_dir, name) / WORKER_LOG).open("w", encoding="utf-8")
+                    cmd = worker_command(profile_name, name, config_path, data_root, out_dir, corpus_dir)
+                    running[name] = (subprocess.Popen(cmd, env=worker_environment(), stdout=log,
+                                                      stderr=subprocess.STDOUT), log)
+                for name, (proc, log) in list(running.items()):
+                    if proc.poll() is None:
+                        continue
+                    log.close()
+                    del running[name]
+                    if proc.returncode:
+                        tail = (encoder_dir(out_dir, name) / WORKER_LOG).read_text(encoding="utf-8").splitlines()[-40:]
+                        raise RuntimeError(f"ablation {name} failed in its worker (exit {proc.returncode}); the end "
+                                           f"of {encoder_dir(out_dir, name) / WORKER_LOG}:\n" + "\n".join(tail))
+                    done.append(name)
+                    bar.update(1)
+                time.sleep(0.2)
+        finally:  # an error or a notebook interrupt must not leave workers training
+            for proc, log in running.values():
+                stop_launcher(proc, grace_s=10.0)
+                log.close()
+
+
+def train_encoder_in_worker(profile_name: str, encoder: str, config_path: Path, data_root: Path, out_dir: Path,
+                            corpus_dir: Path | None) -> None:
+    """What a worker runs: the encoder's start, then both phases, on one thread."""
+    from medkit.training.ablation_run import train_phase
+
+    torch.set_num_threads(1)
+    compose_start(profile_name, encoder, corpus_dir, out_dir)
+    for phase in PHASES:
+        train_phase(PhaseJob(phase, str(profile_name), encoder, config_path, data_root, out_dir), zero3=False)
 
 
 def compose_start(profile_name: str, encoder: str, corpus_dir: Path | None, out_dir: Path) -> Path:
@@ -494,10 +592,12 @@ def phase_steps(phase: Phase, batch: PhaseBatch, data_root: Path | None) -> str:
     return f"{phase.epochs:g} epoch(s) of {samples:,} samples = ~{steps:,} steps"
 
 
-def deepspeed_lines(config: AblationConfig, profile: Profile, where: Launch | InProcess) -> list[str]:
+def deepspeed_lines(config: AblationConfig, profile: Profile, where: Where) -> list[str]:
     """The ZeRO-3 config of each phase, once when both phases get the same one."""
     if isinstance(where, InProcess):
         return ["deepspeed    none (in this process)"]
+    if isinstance(where, LocalWorkers):
+        return ["deepspeed    none (worker processes)"]
     bf16 = profile.model.dtype == "bfloat16"  # on GPU ranks; CPU ranks train in float32
     configs = {name: phase_deepspeed_config(phase_batch(getattr(config, name), world_size(where), name), bf16,
                                          language_width(profile))
@@ -508,7 +608,7 @@ def deepspeed_lines(config: AblationConfig, profile: Profile, where: Launch | In
 
 
 def ablation_dry_run(profile_name: str = "tiny", *, config: AblationConfig | str | Path | None = None,
-                     encoders: list[str] | None = None, launch: Launch | InProcess | None = None,
+                     encoders: list[str] | None = None, launch: Where | None = None,
                      data_root: str | Path | None = None, max_steps: int | None = None,
                      out_dir: str | Path = "runs/ablation") -> str:
     """What ``run_ablation`` would run, resolved: encoders, where the phases train, each phase's steps and
@@ -551,6 +651,9 @@ def ablation_dry_run(profile_name: str = "tiny", *, config: AblationConfig | str
         job = PhaseJob(PHASES[0], str(profile_name), names[0], out_dir / CONFIG_NAME, root or Path("DATA_ROOT"), out_dir)
         lines.append(f"command      {' '.join(ranks_command(where, job))}  (one launch per encoder and phase: "
                      f"{len(PHASES) * len(names)})")
+    if isinstance(where, LocalWorkers):
+        lines.append(f"command      {' '.join(worker_command(profile_name, names[0], out_dir / CONFIG_NAME, root or Path('DATA_ROOT'), out_dir, root if profile.is_tiny else None))}"
+                     f"  (one worker per encoder: {len(names)}, log in OUT/<encoder>/{WORKER_LOG})")
     return "\n".join(lines)
 
 
@@ -568,6 +671,17 @@ def run_data_root(profile: Profile, data_root: str | Path | None, out_dir: Path,
                          seed=profile.data.corpus_seed, sizes=corpus_sizes)
 
 
+def ensure_standins(profile_name: str, encoders: list[str], corpus_dir: Path) -> None:
+    """The shared language-model stand-in and every encoder's, trained here (cached beside the corpus) on
+    this process's threads, as every other path that composes a tiny model trains them."""
+    from medkit.training.standins import ensure_standin_encoder, ensure_standin_lm, resized
+
+    ensure_standin_lm(load_profile(profile_name), corpus_dir)
+    for name in encoders:
+        ensure_standin_encoder(load_profile(profile_name, encoder=name), corpus_dir)
+    resized.cache_clear()  # the decoded training images, shared by the towers of one size
+
+
 def run_ablation(
     profile_name: str = "tiny",
     out_dir: str | Path = "runs/ablation",
@@ -577,7 +691,7 @@ def run_ablation(
     encoders: list[str] | None = None,
     max_steps: int | None = None,
     eval_limit: int | None = None,
-    launch: Launch | InProcess | None = None,
+    launch: Where | None = None,
     corpus_dir: str | Path | None = None,
     corpus_sizes: dict[str, int] | None = None,
 ) -> dict:
@@ -605,12 +719,17 @@ def run_ablation(
     config_path = out_dir / CONFIG_NAME
     config_path.write_text(yaml.safe_dump(asdict(config), sort_keys=False))
     corpus_dir = data_root if profile.is_tiny else None  # the stand-ins' corpus (trained once, cached beside it)
-    for name in progress_bar(names, desc="encoders", unit="encoder"):
-        progress_note(f"[ablation] {name}: projector pretraining, then projector + LoRA ({describe(where)})")
-        compose_start(profile_name, name, corpus_dir, out_dir)
-        for phase in PHASES:
-            job = PhaseJob(phase, str(profile_name), name, config_path, data_root, out_dir)
-            run_phase_job(where, job, getattr(config, phase).steps)
+    if isinstance(where, LocalWorkers):
+        if corpus_dir is not None:  # here, before any worker: each would otherwise train the shared LM stand-in
+            ensure_standins(profile_name, names, corpus_dir)
+        run_workers(where, names, profile_name, config_path, data_root, out_dir, corpus_dir)
+    else:
+        for name in progress_bar(names, desc="encoders", unit="encoder"):
+            progress_note(f"[ablation] {name}: projector pretraining, then projector + LoRA ({describe(where)})")
+            compose_start(profile_name, name, corpus_dir, out_dir)
+            for phase in PHASES:
+                job = PhaseJob(phase, str(profile_name), name, config_path, data_root, out_dir)
+                run_phase_job(where, job, getattr(config, phase).steps)
     rows = []
     for name in names:  # after every rank has finished: evaluation has this machine's GPUs to itself
         rows.append(evaluate_encoder(name, config, profile_name, data_root, out_dir))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -150,17 +151,29 @@ def train_phase(job: PhaseJob, *, zero3: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="one phase of the LoRA encoder ablation on this rank "
                                                  "(started by medkit ablation)")
-    parser.add_argument("--phase", required=True, choices=PHASES)
+    parser.add_argument("--phase", choices=PHASES, help="the phase this rank trains (required without --worker)")
+    parser.add_argument("--worker", action="store_true", help="compose the encoder's start and train both phases "
+                        "in this process on one thread, without DeepSpeed (the tiny profile's workers)")
+    parser.add_argument("--corpus-dir", type=Path, default=None, help="with --worker: the stand-ins' corpus (tiny)")
     parser.add_argument("--profile", required=True)
     parser.add_argument("--encoder", required=True)
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     a = parser.parse_args(argv)
+    if a.worker:
+        from medkit.training.ablation import train_encoder_in_worker
+
+        train_encoder_in_worker(a.profile, a.encoder, a.config, a.data_root, a.out, a.corpus_dir)
+        return 0
+    if a.phase is None:
+        parser.error("--phase is required (or --worker)")
     train_phase(PhaseJob(a.phase, a.profile, a.encoder, a.config, a.data_root, a.out), zero3=True)
     wait_for_every_rank()
     return 0
 
 
 if __name__ == "__main__":
+    if "--worker" in sys.argv:  # no DeepSpeed engine in a worker: an ordinary exit
+        sys.exit(main())
     exit_without_teardown(main())

@@ -433,7 +433,8 @@ def run_with_progress(cmd: list[str], *, desc: str, total: int | None) -> tuple[
                 logged = TRAINER_LOSS_LINE.match(line)
                 if logged:
                     bar.update(1)
-                    bar.set_postfix(loss=logged.group(1))
+                    bar.set_postfix(loss=logged.group(1), refresh=False)  # drawn at the bar's own interval: a
+                    # redraw per step would put every step on its own line in an executed notebook
         except BaseException:  # a notebook interrupt (KeyboardInterrupt) must not leave ranks training
             stop_launcher(proc)
             raise
