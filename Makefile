@@ -31,6 +31,8 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q torch==2.13.0
 	# the metrics extra too (20-40 s, ~330 MB), so the report-metric backends' tests always run
 	$(VENV)/bin/python -m pip install -q -e '.[dev,nb,metrics]'
+	# DeepSpeed's CPU communication op is a g++ build (~30 s): once here, not in the first training notebook
+	$(VENV)/bin/python -m medkit.training.deepspeed_setup --build-cpu-ops
 	# strip notebook outputs on commit in this clone (see .gitattributes)
 	if [ -d .git ]; then $(VENV)/bin/python -m nbstripout --install; fi
 	touch $@

@@ -215,3 +215,21 @@ def test_a_profile_rate_may_be_set_per_part_and_names_real_stages_and_parts(tmp_
         profile_with(stage_steps={"sft": 10})
     with pytest.raises(ConfigError, match=r"unknown part\(s\) \['encoder'\]"):
         profile_with(learning_rate={"instruct": {"encoder": 1e-4}})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the op is for CPU ranks")
+def test_the_cpu_communication_op_builds_ahead_of_the_first_rank():
+    """What `make env` runs: DeepSpeed's shared-memory op for CPU ranks compiled (or taken from the build
+    cache) and loaded, so no training notebook's first step waits on g++."""
+    import subprocess
+    import sys
+
+    from deepspeed.ops.op_builder.builder import OpBuilder
+
+    from medkit.training.deepspeed_setup import build_cpu_comm_op
+
+    assert build_cpu_comm_op() is True
+    assert "deepspeed_shm_comm" in OpBuilder._loaded_ops
+    done = subprocess.run([sys.executable, "-m", "medkit.training.deepspeed_setup", "--build-cpu-ops"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "DeepSpeed CPU communication op: built" in done.stdout, done.stderr[-2000:]

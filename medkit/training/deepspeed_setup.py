@@ -111,3 +111,29 @@ def name_cpu_accelerator() -> None:
     nothing changes (DeepSpeed finds CUDA itself)."""
     if not torch.cuda.is_available():
         os.environ.setdefault(DS_ACCELERATOR, "cpu")
+
+
+def build_cpu_comm_op() -> bool:
+    """Compile DeepSpeed's shared-memory communication op for CPU ranks now (a g++ build of ~30 s, cached
+    under ``~/.cache/torch_extensions`` or ``$TORCH_EXTENSIONS_DIR``), so the first training notebook does
+    not spend its first step on it. ``make env`` calls this on CPU machines. False where the op does not
+    apply (a GPU machine, or a CPU DeepSpeed cannot build it for)."""
+    if torch.cuda.is_available():
+        return False
+    name_cpu_accelerator()
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+        return False
+    builder.load(verbose=False)
+    return True
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--build-cpu-ops"]:
+        sys.exit("usage: python -m medkit.training.deepspeed_setup --build-cpu-ops")
+    print("DeepSpeed CPU communication op: " + ("built" if build_cpu_comm_op() else "not needed here"))
