@@ -78,10 +78,10 @@ def test_train_batch_and_checkpoint_options_reach_every_rank():
 
 def test_train_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--stage", "instruct", "--nproc", "2", "--global-batch-size", "16", "--save-steps", "10",
+    assert main(["train", "--stage", "instruct", "--nproc", "2", "--global-batch-size", "32", "--save-steps", "10",
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "world size 2" in out and "per device 4 samples per micro-step, global 16" in out and "accumulation 2" in out
+    assert "world size 2" in out and "per device 8 samples per micro-step, global 32" in out and "accumulation 2" in out
     assert "attention    packed_eager" in out and "every 10 steps, weights + optimizer state (resumable), keep 2" in out
     assert "router load-balancing loss on (coefficient 0.9)" in out
     assert '"reduce_bucket_size": 4194304' in out  # the floor, not the tiny width's 64^2 (one collective per weight)
