@@ -94,3 +94,19 @@ def test_every_encoder_shares_one_language_model_stand_in(corpus):
     """The ablation pairs the LLM with four encoders: one stand-in, trained once, not one per encoder."""
     paths = {ensure_standin_lm(load_profile("tiny", encoder=e), corpus) for e in ("clip", "siglip", "medsiglip")}
     assert len(paths) == 1
+
+
+def test_shared_thumbnails_are_decoded_afresh_for_a_rewritten_corpus(tmp_path):
+    """The towers of one size share decoded images, keyed by the corpus digest too: the same paths with
+    new pixels (a corpus regenerated in place) are not served from the old decoding."""
+    from PIL import Image
+
+    from medkit.training.standins import resized
+
+    path = tmp_path / "a.png"
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(path)
+    first = resized((path,), 8, "digest-1")[0].getpixel((0, 0))
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(path)
+    assert resized((path,), 8, "digest-1")[0].getpixel((0, 0)) == first  # same digest: shared
+    assert resized((path,), 8, "digest-2")[0].getpixel((0, 0)) == (0, 0, 255)
+    resized.cache_clear()

@@ -336,8 +336,8 @@ def usable_cores() -> int:
 
 def default_launch(profile: Profile) -> Where:
     """Tiny: one single-threaded worker per core (at most 8), each training one encoder at a time (a toy
-    phase uses a second thread poorly: 2 encoders side by side finish ~30% sooner than one after the other
-    on 2 threads). Otherwise ZeRO-3 ranks on every visible GPU of this machine."""
+    phase uses a second thread poorly: on 2 cores the four encoders' phases and evaluation took 141 s in 2
+    workers against 161 s one after the other on 2 threads, benchmarks/README.md). Otherwise ZeRO-3 ranks on every visible GPU of this machine."""
     from medkit.eval.placement import visible_gpus
 
     return LocalWorkers(min(usable_cores(), 8)) if profile.is_tiny else Launch(nproc=max(1, visible_gpus()))
@@ -405,7 +405,7 @@ def run_workers(where: LocalWorkers, names: list[str], profile_name: str, config
     from medkit.progress import progress_bar, progress_note
     from medkit.training.launch import stop_launcher
 
-    pending, running, done = list(names), {}, []
+    pending, running = list(names), {}
     with progress_bar(total=len(names), desc="encoders", unit="encoder") as bar:
         try:
             while pending or running:
@@ -426,7 +426,6 @@ def run_workers(where: LocalWorkers, names: list[str], profile_name: str, config
                         tail = (encoder_dir(out_dir, name) / WORKER_LOG).read_text(encoding="utf-8").splitlines()[-40:]
                         raise RuntimeError(f"ablation {name} failed in its worker (exit {proc.returncode}); the end "
                                            f"of {encoder_dir(out_dir, name) / WORKER_LOG}:\n" + "\n".join(tail))
-                    done.append(name)
                     bar.update(1)
                 time.sleep(0.2)
         finally:  # an error or a notebook interrupt must not leave workers training

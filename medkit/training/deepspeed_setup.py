@@ -121,14 +121,9 @@ def build_cpu_comm_op() -> bool:
     if torch.cuda.is_available():
         return False
     name_cpu_accelerator()
-    import deepspeed
-    from deepspeed.accelerator import get_accelerator
+    from deepspeed.comm.torch import build_shm_op  # what DeepSpeed's CPU comm backend runs when it starts
 
-    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
-    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
-        return False
-    builder.load(verbose=False)
-    return True
+    return build_shm_op() is not None
 
 
 if __name__ == "__main__":

@@ -48,11 +48,15 @@ def standins_root(corpus_dir: str | Path) -> Path:
     return Path(corpus_dir).resolve().parent / STANDINS_DIR
 
 
+def corpus_digest(corpus_dir: Path) -> str:
+    """sha256 of the corpus manifest, which lists every file's own sha256."""
+    return hashlib.sha256((corpus_dir / MANIFEST_NAME).read_bytes()).hexdigest()
+
+
 def cache_key(kind: str, profile: Profile, corpus_dir: Path, settings, **extra) -> str:
-    manifest = (corpus_dir / MANIFEST_NAME).read_bytes()
     payload = {"format": FORMAT, "kind": kind, "seed": profile.seed, "model": asdict(profile.model),
                "tiling": asdict(profile.tiling), "chat": asdict(profile.chat), "settings": asdict(settings),
-               "corpus": hashlib.sha256(manifest).hexdigest(), **extra}
+               "corpus": corpus_digest(corpus_dir), **extra}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -184,13 +188,14 @@ def label_targets(labels: list[dict]) -> tuple[dict[str, list[str]], dict[str, t
     return classes, targets
 
 
-def thumbnails(files: list[Path], processor) -> torch.Tensor:
-    """Each image as the whole-image tile the model sees (its thumbnail), normalised for the encoder."""
-    return torch.stack([processor.normalise(tile) for tile in resized(tuple(files), processor.tile_size)])
+def thumbnails(files: list[Path], processor, corpus: str) -> torch.Tensor:
+    """Each image as the whole-image tile the model sees (its thumbnail), normalised for the encoder;
+    ``corpus`` is the corpus's digest, so a corpus rewritten in place is decoded afresh."""
+    return torch.stack([processor.normalise(tile) for tile in resized(tuple(files), processor.tile_size, corpus)])
 
 
 @functools.lru_cache(maxsize=2)
-def resized(files: tuple[Path, ...], size: int) -> tuple:
+def resized(files: tuple[Path, ...], size: int, corpus: str) -> tuple:
     """The images decoded and resized to ``size`` (the encoders of one size share them: decoding the
     corpus's ~7,300 training images is a third of a stand-in's time)."""
     from PIL import Image
@@ -222,7 +227,7 @@ def train_standin_encoder(profile: Profile, settings: StandinEncoder, corpus_dir
     model = build_tiny_model(profile, tokenizer)
     processor = MedGPTOssProcessor.for_model(model.config, tokenizer, profile).image_processor
     files, labels = zip(*training_images(corpus_dir))
-    pixels = thumbnails(list(files), processor)
+    pixels = thumbnails(list(files), processor, corpus_digest(corpus_dir))
     classes, targets = label_targets(list(labels))
     torch.manual_seed(profile.seed)
     width = projector_inputs(model, pixels[:1]).shape[1]
