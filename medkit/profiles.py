@@ -125,11 +125,15 @@ class TrainingSection:
     # stage name -> one rate for every part, or {vision, projector, llm} rates (parts left out keep the
     # stage config's own)
     learning_rate: dict[str, float | dict[str, float]] = field(default_factory=dict)
+    # stage name -> {synthetic task: weight}: how many times each training record of the task is drawn per
+    # epoch (2.0: twice; 0.5: a seeded half); tasks left out keep 1. Only the synthetic corpus (tiny
+    # profile) is weighted: Table 1's mixture trains every record once, as the paper does.
+    task_weights: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from medkit.training.stages import STAGE_NAMES  # the stage configs' names (no cycle: stages reads profiles lazily)
 
-        for setting in ("stage_steps", "learning_rate"):
+        for setting in ("stage_steps", "learning_rate", "task_weights"):
             unknown = sorted(set(getattr(self, setting)) - set(STAGE_NAMES))
             if unknown:
                 raise ConfigError(f"training.{setting}: unknown stage(s) {unknown}; stages: {list(STAGE_NAMES)}")
@@ -138,6 +142,10 @@ class TrainingSection:
             if parts - {"vision", "projector", "llm"}:
                 raise ConfigError(f"training.learning_rate.{stage}: unknown part(s) {sorted(parts - {'vision', 'projector', 'llm'})}; "
                                   "parts: vision, projector, llm")
+        for stage, weights in self.task_weights.items():
+            bad = {task: w for task, w in weights.items() if not (isinstance(w, (int, float)) and w > 0)}
+            if bad:
+                raise ConfigError(f"training.task_weights.{stage}: weights must be positive numbers, got {bad}")
 
     def steps(self, stage: str) -> int | None:
         return self.stage_steps.get(stage, self.max_steps)

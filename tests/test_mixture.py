@@ -188,6 +188,35 @@ def test_tiny_profile_reads_the_stage_synthetic_tasks(tmp_path, processor):
     assert report.mixture == "synthetic" and [s.name for s in report.sources] == ["report_long", "report"]
 
 
+def test_task_weights_draw_each_record_that_many_times_per_epoch(tmp_path, processor):
+    """trial x 2.5: every training record twice and a seeded half once more; text_mc x 0.5: a seeded half;
+    the report counts records and draws, and the dry run's count (no processor) is the same."""
+    from dataclasses import replace
+    from collections import Counter
+
+    from medkit.data.mixture import stage_record_counts
+
+    corpus = tmp_path / "corpus"
+    generate_corpus(corpus, seed=0, sizes={"caption": 2, "report_long": 2, "report": 2, "vqa_mc": 10,
+                                           "text_mc": 20, "reasoning": 5, "trial": 20, "impression": 5})
+    stage = replace(load_stage("instruct"), synthetic_weights={"trial": 2.5, "text_mc": 0.5})
+    dataset, report = stage_dataset(stage, processor, corpus=corpus)
+    drawn = Counter(dataset[i].sample_id for i in range(len(dataset)))
+    train = {task: [s.id for s in read_jsonl(corpus / f"{task}.jsonl") if s.meta["split"] == "train"]
+             for task in ("trial", "text_mc", "vqa_mc")}
+    assert sorted(drawn[i] for i in train["trial"]) == [2] * 8 + [3] * 8
+    assert sorted(drawn[i] for i in train["text_mc"]) == [0] * 8 + [1] * 8
+    assert all(drawn[i] == 1 for i in train["vqa_mc"])
+    by_name = {s.name: s for s in report.sources}
+    assert (by_name["trial"].records, by_name["trial"].samples, by_name["trial"].weight) == (16, 40, 2.5)
+    assert (by_name["text_mc"].samples, by_name["vqa_mc"].samples) == (8, None)
+    assert report.samples == len(dataset) == report.records + 24 - 8
+    assert report.to_dict()["samples_per_epoch"] == len(dataset)
+    again, _ = stage_dataset(stage, processor, corpus=corpus)
+    assert [again[i].sample_id for i in range(len(again))] == [dataset[i].sample_id for i in range(len(dataset))]
+    assert stage_record_counts(stage, corpus=corpus).samples == len(dataset)
+
+
 def test_leakage_audit_over_the_mixture_feeds_the_stage_exclusions(data_root, processor, tmp_path):
     """An evaluation image equal to one embedded in a saved dataset, and an evaluation question repeated
     by a JSONL record: both training records are flagged, and the stage then trains without them."""

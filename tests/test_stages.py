@@ -217,6 +217,31 @@ def test_a_profile_rate_may_be_set_per_part_and_names_real_stages_and_parts(tmp_
         profile_with(learning_rate={"instruct": {"encoder": 1e-4}})
 
 
+def test_profile_task_weights_reach_the_stage_and_name_its_tasks(tmp_path):
+    import yaml
+
+    from medkit.config import ConfigError
+    from medkit.profiles import CONFIG_DIR
+    from medkit.training.stages import load_stage, stage_for_profile
+
+    tiny = yaml.safe_load((CONFIG_DIR / "profiles" / "tiny.yaml").read_text())
+
+    def profile_with(weights):
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump({**tiny, "training": {**tiny["training"], "task_weights": weights}}))
+        return load_profile(path)
+
+    stage = stage_for_profile(load_stage("instruct"), profile_with({"instruct": {"trial": 3, "text_mc": 0.5}}))
+    assert stage.synthetic_weights == {"trial": 3, "text_mc": 0.5}
+    assert stage_for_profile(load_stage("midtrain"), profile_with({"instruct": {"trial": 3}})).synthetic_weights == {}
+    with pytest.raises(ConfigError, match=r"task_weights.instruct names task\(s\) \['caption'\] that stage instruct"):
+        stage_for_profile(load_stage("instruct"), profile_with({"instruct": {"caption": 2}}))
+    with pytest.raises(ConfigError, match=r"task_weights.instruct: weights must be positive numbers, got \{'trial': 0.0\}"):
+        profile_with({"instruct": {"trial": 0}})
+    with pytest.raises(ConfigError, match=r"training.task_weights: unknown stage\(s\) \['sft'\]"):
+        profile_with({"sft": {"trial": 2}})
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the op is for CPU ranks")
 def test_the_cpu_communication_op_builds_ahead_of_the_first_rank():
     """What `make env` runs: DeepSpeed's shared-memory op for CPU ranks compiled (or taken from the build

@@ -98,6 +98,12 @@ class SourceReport:
     overlong: int = 0  # records longer than the length limit, left out (overlong: drop)
     longest: int | None = None  # tokens of the longest record read (None: lengths not measured)
     missing_reason: str | None = None  # why nothing of it trains: "absent: ...", "empty: ..." or "emptied: ..."
+    weight: float = 1.0  # draws of each record per epoch (a synthetic task's training.task_weights)
+    samples: int | None = None  # draws per epoch: records x weight (None: every record once)
+
+    @property
+    def drawn(self) -> int:
+        return self.records if self.samples is None else self.samples
 
 
 @dataclass
@@ -116,13 +122,18 @@ class DataReport:
         return sum(s.records for s in self.sources)
 
     @property
+    def samples(self) -> int:
+        """Samples of one epoch: the records, each drawn as many times as its source's weight says."""
+        return sum(s.drawn for s in self.sources)
+
+    @property
     def missing(self) -> list[str]:
         """Datasets the stage trains nothing from: absent, empty, or emptied by exclusions and lengths."""
         return [s.name for s in self.sources if s.missing_reason]
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "mixture": self.mixture, "leakage_report": self.leakage_report,
-                "records": self.records, "excluded": sum(s.excluded for s in self.sources),
+                "records": self.records, "samples_per_epoch": self.samples, "excluded": sum(s.excluded for s in self.sources),
                 "overlong": sum(s.overlong for s in self.sources), "length_limit": self.length_limit,
                 "overlong_policy": self.overlong_policy, "missing": self.missing,
                 "missing_reasons": {s.name: s.missing_reason for s in self.sources if s.missing_reason},
@@ -528,6 +539,8 @@ def stage_dataset(stage, processor: MedGPTOssProcessor | None, *, corpus: str | 
     for name, path, examples, split in sources:
         dataset, source = read_source(name, path, processor, _excluded_here(exclude, path, data_root), examples,
                                       split, lengths, data_root)
+        if dataset is not None and data_root is None:
+            dataset = weighted(dataset, source, stage.synthetic_weights.get(name, 1.0))
         report.sources.append(source)
         if dataset is not None and len(dataset):
             parts.append(dataset)
@@ -539,6 +552,30 @@ def stage_dataset(stage, processor: MedGPTOssProcessor | None, *, corpus: str | 
     if not parts:
         raise MixtureError(f"stage {stage.name}: no training records left (report: {report.to_dict()})")
     return (parts[0] if len(parts) == 1 else ConcatDataset(parts)), report
+
+
+def weighted_indices(count: int, weight: float, key: str) -> list[int]:
+    """Indices 0..count-1 drawn ``weight`` times each: every index floor(weight) times, then a seeded
+    share of the rest (its order and choice a pure function of ``key``, the task, so a resumed stage and
+    a dry run see the same samples). The sampler shuffles them with the rest of the stage's data."""
+    whole, share = int(weight), weight - int(weight)
+    indices = list(range(count)) * whole
+    extra = round(share * count)
+    if extra:
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+        indices += sorted(rng.permutation(count)[:extra].tolist())
+    return indices
+
+
+def weighted(dataset: JsonlDataset, source: SourceReport, weight: float) -> JsonlDataset:
+    """A synthetic task's records, each drawn ``weight`` times per epoch (``weighted_indices``)."""
+    if weight == 1.0:
+        return dataset
+    indices = weighted_indices(len(dataset), weight, source.name)
+    if not indices:
+        raise MixtureError(f"task {source.name}: weight {weight:g} leaves none of its {len(dataset):,} records")
+    source.weight, source.samples = weight, len(indices)
+    return dataset.subset(indices)
 
 
 def refuse_left_out_sources(stage, report: DataReport, *, skip_missing: bool) -> None:
@@ -572,6 +609,8 @@ def stage_record_counts(stage, *, corpus: str | Path | None = None, data_root: s
                                       data_root=data_root)
         if isinstance(dataset, ArrowConversationDataset):
             dataset.validate_rows()  # JSONL records were validated as they were read
+        if dataset is not None and data_root is None:
+            weighted(dataset, source, stage.synthetic_weights.get(name, 1.0))
         report.sources.append(source)
     return report
 

@@ -43,6 +43,12 @@ def audit_of(train_data_root: str, report: Path) -> Path | None:
     return report
 
 
+def data_weights(stage) -> str:
+    """The synthetic tasks a tiny stage draws from, with the profile's task weights (draws per record)."""
+    return ", ".join(f"{task} x {stage.synthetic_weights[task]:g}" if task in stage.synthetic_weights else task
+                     for task in stage.synthetic_tasks)
+
+
 def trained_settings(stage_name: str, P: NotebookParameters):
     """What this run's stage trains with, beside the paper's stage config (Table 2): the profile's
     stand-ins (the tiny profile's rates, batches and steps) and this notebook's parameters applied, as
@@ -68,7 +74,9 @@ def trained_settings(stage_name: str, P: NotebookParameters):
                 "ranks": world, "gradient accumulation": batch,
                 "optimizer steps": max_steps or f"{stage.epochs:g} epoch(s)",
                 "max tokens per row": f"{stage.max_length:,}",
-                "schedule": f"{stage.lr_scheduler}, warmup {stage.warmup_ratio:g}"}
+                "schedule": f"{stage.lr_scheduler}, warmup {stage.warmup_ratio:g}",
+                "data": (f"Table 1 {stage.mixture} mixture, each record once" if stage is paper or P.train_data_root
+                         else f"synthetic tasks: {data_weights(stage)}")}
 
     paper_world = 8  # Table 2's setting: one node of 8 GPUs
     frame = pd.DataFrame({

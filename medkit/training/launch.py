@@ -381,10 +381,12 @@ def data_lines(stage: StageConfig, plan: BatchPlan, *, corpus, data_root, leakag
     if emptied and not (skip_missing and data_root):
         problems.append(left_out_message(stage, report, emptied))
     where = f"{stage.mixture} mixture under {data_root}" if data_root else f"synthetic corpus {corpus}"
-    epoch = f", one epoch ~{-(-report.records // plan.global_batch):,} optimizer steps" if report.records else ""
-    lines = [f"data         {where}: {report.records:,} records{epoch} (leakage exclusions applied; every record "
-             "and its image paths validated; image headers and lengths are checked when training starts)"]
+    epoch = f", one epoch ~{-(-report.samples // plan.global_batch):,} optimizer steps" if report.samples else ""
+    drawn = f" drawn as {report.samples:,} samples per epoch (task weights)" if report.samples != report.records else ""
+    lines = [f"data         {where}: {report.records:,} records{drawn}{epoch} (leakage exclusions applied; every "
+             "record and its image paths validated; image headers and lengths are checked when training starts)"]
     lines += [f"  {s.name:<46} {Path(s.path).name:<40} {s.format:<7} {s.records:>10,}"
+              + (f"  x {s.weight:g} = {s.samples:,} per epoch" if s.samples is not None else "")
               + (f"  (Table 1: {s.table1_examples:,})" if s.table1_examples else "")
               + (f"  [{s.missing_reason}]" if s.missing_reason else "") for s in report.sources]
     lines += [f"  NOT READY: {problem}" for problem in problems]

@@ -178,6 +178,8 @@ class StageConfig:
     trainable: Trainable
     learning_rate: LearningRates
     synthetic_tasks: list[str]  # the tiny profile's stand-in for the mixture
+    # task -> draws per training record per epoch (the profile's training.task_weights; absent: 1)
+    synthetic_weights: dict[str, float] = field(default_factory=dict)
     # Table 2 / section 3.3 defaults, shared by all stages
     optimizer: str = "adamw"
     adam_beta1: float = 0.9
@@ -230,6 +232,13 @@ def stage_for_profile(stage: StageConfig, profile: Profile) -> StageConfig:
     positions = profile.model.text_config.get("max_position_embeddings")
     if profile.is_tiny and positions:
         stage = replace(stage, max_length=min(stage.max_length, positions))
+    weights = profile.training.task_weights.get(stage.name, {})
+    unknown = sorted(set(weights) - set(stage.synthetic_tasks))
+    if unknown:
+        raise ConfigError(f"profile {profile.name}: training.task_weights.{stage.name} names task(s) {unknown} that "
+                          f"stage {stage.name} does not train on; its tasks: {stage.synthetic_tasks}")
+    if weights:
+        stage = replace(stage, synthetic_weights={**stage.synthetic_weights, **weights})
     rate = profile.training.learning_rate.get(stage.name)
     if rate is None:
         return stage
