@@ -86,6 +86,9 @@ def test_missing_results_are_reported_not_invented(tmp_path, monkeypatch):
     assert "this run" not in md  # the published table alone
     assert [NUMBER.findall(line) for line in md.splitlines() if line.startswith("| ")][1:] == PRINTED["table4"]
     assert "figure2" in done.figures  # the published bars still draw
+    audit = done.tables["claims_audit"]  # reviewer mode's audit needs the published numbers alone
+    assert set(audit) == {"markdown", "latex", "csv", "provenance"}
+    assert "Sec. 4.2 · mmmu_pro4_gap" in audit["csv"].read_text() and "n/c [1]" in audit["markdown"].read_text()
 
 
 def test_reviewer_cli_needs_no_model(tmp_path):

@@ -8,6 +8,8 @@ the ablation's ``results.json``) and writes, each with the same provenance stamp
   ``tableN_vs_paper.*`` lists fresh, published, delta and the fresh 95% CI per cell. Table 3 gets the loaded
   item counts beside the printed ones where a run exists.
 * ``figures/``: Figure 1 (encoder ablation, when its results exist) and Figure 2 (PNG + PDF).
+* ``paper_tables/claims_audit.*``: the paper's comparisons and numeric claims tested at Table 3's item
+  counts, from the published numbers alone (:mod:`medkit.reporting.claims`).
 
 Anything without results is reported as missing in the returned summary, never filled in.
 
@@ -28,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from medkit.profiles import CONFIG_DIR, PROFILE_NAMES
+from medkit.reporting.claims import claims_audit
 from medkit.reporting.outputs import staged_outputs
 from medkit.reporting.provenance import Stamp, make_stamp
 from medkit.reporting.published import RESULT_TABLES, published_table
@@ -80,12 +83,12 @@ def stamp_date() -> str:
 
 def config_files(profile: str) -> list[Path]:
     """The configs every output depends on: the profile, the encoder registry, Table 1, the stage configs,
-    the ablation, the baselines and the published data."""
+    the ablation, the baselines, the published data and the paper's claims."""
     profile_path = CONFIG_DIR / "profiles" / f"{profile}.yaml" if profile in PROFILE_NAMES else Path(profile)
     ablation = CONFIG_DIR / "ablation" / (f"{profile}.yaml" if profile in PROFILE_NAMES else "paper.yaml")
     return [profile_path, CONFIG_DIR / "encoders.yaml", CONFIG_DIR / "datasets" / "table1.yaml",
             *sorted((CONFIG_DIR / "stages").glob("*.yaml")), ablation, CONFIG_DIR / "baselines.yaml",
-            CONFIG_DIR / "published.yaml"]
+            CONFIG_DIR / "published.yaml", CONFIG_DIR / "claims.yaml"]
 
 
 def recorded_run(eval_out: str | Path | None, ablation_results: str | Path | None, *, profile: str | None = None,
@@ -202,6 +205,7 @@ def render_all(inputs: Inputs, tables_dir: Path, figures_dir: Path, stamp: Stamp
     else:
         done.missing["figure1"] = f"no encoder-ablation results at {inputs.ablation_path} (run notebook 02)"
     done.figures["figure2"] = figure2(figures_dir, fresh=fresh.get("figure2"), stamp=stamp)
+    done.tables["claims_audit"] = render_table(claims_audit(), "claims_audit", tables_dir, stamp)
     return done
 
 

@@ -1,0 +1,77 @@
+"""Reviewer mode's claims audit: the paper's comparisons tested at Table 3's n, from published numbers only."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from medkit.reporting.claims import (check_claim, claims_audit, compare_proportions, item_counts, load_claims,
+                                     printable_from)
+
+
+def test_two_proportion_interval_matches_newcombes_worked_example():
+    """Newcombe (1998), Statistics in Medicine 17:873, example (a): 56/70 vs 48/80, hybrid score interval
+    for the difference 0.0524 to 0.3339 (method 10)."""
+    test = compare_proportions(100 * 56 / 70, 100 * 48 / 80, 70, 80)
+    assert test.difference == pytest.approx(20.0)
+    assert (test.ci_low, test.ci_high) == (pytest.approx(5.24, abs=0.01), pytest.approx(33.39, abs=0.01))
+
+
+def test_two_proportion_z_test_matches_the_pooled_formula():
+    """SLAKE, Lingshu 72.24 vs MedGPT-OSS 71.53 on 836 items: counts 604 and 598; the pooled z statistic
+    worked by hand gives p = erfc(|z| / sqrt 2)."""
+    n, k_a, k_b = 836, 604, 598
+    pooled = (k_a + k_b) / (2 * n)
+    z = (k_a / n - k_b / n) / math.sqrt(pooled * (1 - pooled) * 2 / n)
+    test = compare_proportions(72.24, 71.53, n)
+    assert test.p_value == pytest.approx(math.erfc(abs(z) / math.sqrt(2)), rel=1e-9)
+    assert test.p_value == pytest.approx(0.744, abs=0.001) and not test.supported
+
+
+def test_printed_percentages_are_checked_against_whole_counts():
+    assert printable_from(71.53, 836) == "598/836"
+    assert printable_from(49.23, 2000) is None  # 984/2000 = 49.20, 985/2000 = 49.25: not scored on 2,000 items
+    assert printable_from(50.0, 2) == "1/2"
+
+
+def test_each_claim_is_decided_from_the_published_numbers():
+    counts = item_counts()
+    decided = {c.id: check_claim(c, counts) for c in load_claims()}
+    holds = {cid: cells["Holds"] for cid, cells in decided.items()}
+    # MMMU-Med-Pro (4 opt): Lingshu 52.67, Hulu-Med 52.45, MedGPT-OSS 52.34 -- third, not second
+    assert holds == {"medxqa_lead": "yes", "medframeqa_first": "yes", "mmmu_med_first": "yes",
+                     "mmmu_pro4_gap": "no", "slake_gap": "yes", "first_on_8_of_17": "yes",
+                     "radgraph_doubles_medgemma": "yes", "radgraph_exceeds_octomed": "yes", "icl_gain_trial": "yes",
+                     "icl_loss_hulu_trial": "yes", "icl_loss_lingshu_impression": "yes"}
+    assert "(3rd)" in decided["mmmu_pro4_gap"]["Recomputed"]
+    significant = {cid: cells["Supported at n (α = 0.05)"] for cid, cells in decided.items()}
+    assert significant["medxqa_lead"] == "yes" and significant["icl_gain_trial"] == "yes"
+    assert significant["medframeqa_first"].startswith("no")  # 63.01 vs 62.82 on 2,851 items
+    assert significant["first_on_8_of_17"] == "2 of the 8 first places are significant at their n"
+    assert significant["icl_loss_lingshu_impression"].startswith("not computed: a RaTEScore")
+    assert decided["icl_loss_hulu_trial"]["Difference (points)"] == "-4.01"
+
+
+def test_a_claim_whose_number_the_tables_do_not_give_does_not_hold():
+    counts = item_counts()
+    lead = next(c for c in load_claims() if c.id == "medxqa_lead")
+    assert check_claim(replace(lead, printed=14.0), counts)["Holds"] == "no"
+    assert check_claim(replace(lead, row="SLAKE"), counts)["Holds"] == "no"  # second there, not first
+    count = next(c for c in load_claims() if c.id == "first_on_8_of_17")
+    assert check_claim(replace(count, printed=[9, 17]), counts)["Holds"] == "no"
+    change = next(c for c in load_claims() if c.id == "icl_loss_hulu_trial")
+    assert check_claim(replace(change, direction="gain"), counts)["Holds"] == "no"
+
+
+def test_every_row_of_tables_4_to_6_is_audited_first_against_second():
+    frame = claims_audit()
+    rows = frame[frame.index.str.startswith("Table ")]
+    assert len(rows) == 16
+    slake = rows.loc["Table 4 · SLAKE"]
+    assert slake["Compared"] == "first Lingshu 72.24 vs second MedGPT-OSS 71.53"
+    assert (slake["Difference (points)"], slake["Supported at n (α = 0.05)"]) == ("+0.71", "no")
+    assert slake["Whole counts at n"] == "Lingshu none; MedGPT-OSS 598/836"
+    assert rows.loc["Table 5 · MedMCQA", "Supported at n (α = 0.05)"] == "yes"
+    assert rows.loc["Table 6 · Impression (0-shot)", "p"].startswith("not computed")
