@@ -75,3 +75,26 @@ def test_every_row_of_tables_4_to_6_is_audited_first_against_second():
     assert slake["Whole counts at n"] == "Lingshu none; MedGPT-OSS 598/836"
     assert rows.loc["Table 5 · MedMCQA", "Supported at n (α = 0.05)"] == "yes"
     assert rows.loc["Table 6 · Impression (0-shot)", "p"].startswith("not computed")
+
+
+def test_cross_paper_pairs_the_baselines_with_their_own_papers_numbers():
+    """Lingshu-32B is the only model both the MedGPT-OSS paper and another paper report: nine benchmarks."""
+    from medkit.reporting.cross_paper import cross_paper, load_other_papers
+
+    frame = cross_paper()
+    assert [i.split(" · ")[1] for i in frame.index] == ["MMMU-Med", "SLAKE", "MedXpertQA-MM", "MMLU-Med", "PubMedQA",
+                                                         "MedMCQA", "MedQA", "Medbullets", "MedXpertQA-Text"]
+    slake = frame.loc["Lingshu-32B · SLAKE"]
+    assert (slake["MedGPT-OSS paper"], slake["Other paper"], slake["Difference (other - this paper)"]) == \
+        ("72.24", "89.2", "+16.96")
+    assert "2,094" in slake["Protocol differences"] and "nearest option text" in slake["Protocol differences"]
+    assert "Table 6" in slake["Source"] and slake["medkit strict (fresh)"] == "–"
+    assert len(load_other_papers().values) == 194  # every number of the reference file ships
+
+
+def test_cross_paper_shows_fresh_scores_for_that_model():
+    from medkit.reporting.cross_paper import cross_paper
+
+    fresh = [{"model": "lingshu-32b", "benchmark": "slake", "metrics": {"accuracy": 0.5, "lenient_accuracy": 0.625}}]
+    row = cross_paper(fresh).loc["Lingshu-32B · SLAKE"]
+    assert (row["medkit strict (fresh)"], row["medkit lenient (fresh)"]) == ("50.00", "62.50")

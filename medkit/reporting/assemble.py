@@ -9,7 +9,8 @@ the ablation's ``results.json``) and writes, each with the same provenance stamp
   item counts beside the printed ones where a run exists.
 * ``figures/``: Figure 1 (encoder ablation, when its results exist) and Figure 2 (PNG + PDF).
 * ``paper_tables/claims_audit.*``: the paper's comparisons and numeric claims tested at Table 3's item
-  counts, from the published numbers alone (:mod:`medkit.reporting.claims`).
+  counts, from the published numbers alone (:mod:`medkit.reporting.claims`); ``cross_paper.*``: the
+  baselines' numbers beside what other papers print for them (:mod:`medkit.reporting.cross_paper`).
 
 Anything without results is reported as missing in the returned summary, never filled in.
 
@@ -31,6 +32,7 @@ import pandas as pd
 
 from medkit.profiles import CONFIG_DIR, PROFILE_NAMES
 from medkit.reporting.claims import claims_audit
+from medkit.reporting.cross_paper import cross_paper
 from medkit.reporting.outputs import staged_outputs
 from medkit.reporting.provenance import Stamp, make_stamp
 from medkit.reporting.published import RESULT_TABLES, published_table
@@ -88,7 +90,8 @@ def config_files(profile: str) -> list[Path]:
     ablation = CONFIG_DIR / "ablation" / (f"{profile}.yaml" if profile in PROFILE_NAMES else "paper.yaml")
     return [profile_path, CONFIG_DIR / "encoders.yaml", CONFIG_DIR / "datasets" / "table1.yaml",
             *sorted((CONFIG_DIR / "stages").glob("*.yaml")), ablation, CONFIG_DIR / "baselines.yaml",
-            CONFIG_DIR / "published.yaml", CONFIG_DIR / "claims.yaml"]
+            CONFIG_DIR / "published.yaml", CONFIG_DIR / "claims.yaml",
+            CONFIG_DIR / "other_papers.yaml"]
 
 
 def recorded_run(eval_out: str | Path | None, ablation_results: str | Path | None, *, profile: str | None = None,
@@ -206,6 +209,7 @@ def render_all(inputs: Inputs, tables_dir: Path, figures_dir: Path, stamp: Stamp
         done.missing["figure1"] = f"no encoder-ablation results at {inputs.ablation_path} (run notebook 02)"
     done.figures["figure2"] = figure2(figures_dir, fresh=fresh.get("figure2"), stamp=stamp)
     done.tables["claims_audit"] = render_table(claims_audit(), "claims_audit", tables_dir, stamp)
+    done.tables["cross_paper"] = render_table(cross_paper(inputs.results), "cross_paper", tables_dir, stamp)
     return done
 
 

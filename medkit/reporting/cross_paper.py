@@ -1,0 +1,125 @@
+"""Reviewer mode: the baselines' numbers in the MedGPT-OSS paper beside what other papers print for the
+same model and benchmark (``paper_tables/cross_paper.{md,csv,tex}``), with the protocol differences that
+plausibly explain a gap.
+
+The other papers' numbers ship as data (``medkit/configs/other_papers.yaml``, each with its paper, table and
+the split or subset as stated there). A row is a (model, benchmark) both the MedGPT-OSS paper (Tables 4-6)
+and another paper report; with fresh results for that model (its baseline adapter's result files) the row
+also shows the kit's strict and lenient scores on the same benchmark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medkit.config import ConfigError, load_yaml
+from medkit.profiles import CONFIG_DIR
+from medkit.reporting.published import model_labels, result_spec
+
+OTHER_PAPERS_PATH = CONFIG_DIR / "other_papers.yaml"
+
+
+@dataclass(frozen=True)
+class OtherPaper:
+    citation: str
+    harness: str
+
+
+@dataclass(frozen=True)
+class PrintedValue:
+    paper: str
+    table: str
+    model: str
+    benchmark: str  # as that paper names it
+    variant: str
+    metric: str
+    value: float
+
+
+@dataclass(frozen=True)
+class OtherPapers:
+    papers: dict[str, OtherPaper]
+    benchmarks: dict[str, str]  # the other papers' benchmark name -> medkit registry name
+    models: dict[str, str]  # the other papers' model name -> the MedGPT-OSS paper's column
+    values: list[PrintedValue]
+    adapters: dict[str, str] = field(default_factory=dict)  # model -> medkit baseline adapter
+    protocol: dict[str, dict[str, str]] = field(default_factory=dict)  # paper -> benchmark (or "all") -> note
+
+    def __post_init__(self) -> None:
+        for v in self.values:
+            if v.paper not in self.papers:
+                raise ConfigError(f"{OTHER_PAPERS_PATH}: value of unknown paper {v.paper!r}")
+            if v.benchmark not in self.benchmarks:
+                raise ConfigError(f"{OTHER_PAPERS_PATH}: unknown benchmark {v.benchmark!r} ({v.paper} {v.table})")
+        unknown = sorted(set(self.models.values()) - set(model_labels()))
+        if unknown:
+            raise ConfigError(f"{OTHER_PAPERS_PATH}: models map to unknown paper columns {unknown}")
+
+
+@cache
+def load_other_papers(path: str | Path = OTHER_PAPERS_PATH) -> OtherPapers:
+    return load_yaml(OtherPapers, Path(path))
+
+
+def medgpt_oss_paper_values() -> dict[tuple[str, str], float]:
+    """(paper column, registry benchmark) -> the accuracy the MedGPT-OSS paper prints (Tables 4-6)."""
+    values = {}
+    for table in ("4", "5", "6"):
+        for row in result_spec(table).rows:
+            if row.metric != "accuracy":
+                continue
+            for model, value in zip(model_labels(), row.values):
+                if value is not None:
+                    values[(model, row.benchmark)] = value
+    return values
+
+
+def protocol_note(data: OtherPapers, paper: str, benchmark: str) -> str:
+    notes = data.protocol.get(paper, {})
+    return "; ".join(n for n in (notes.get(benchmark), notes.get("all")) if n)
+
+
+def fresh_scores(results: list[dict[str, Any]], adapter: str | None, benchmark: str) -> dict[str, str]:
+    """The kit's own scores for that model on that benchmark, from fresh result files (else '–')."""
+    record = next((r for r in results if adapter and r.get("model") == adapter and r.get("benchmark") == benchmark),
+                  None)
+    if record is None:
+        return {"medkit strict (fresh)": "–", "medkit lenient (fresh)": "–"}
+    metrics = record["metrics"]
+    return {"medkit strict (fresh)": f"{100 * metrics['accuracy']:.2f}",
+            "medkit lenient (fresh)": f"{100 * metrics['lenient_accuracy']:.2f}"
+            if "lenient_accuracy" in metrics else "–"}
+
+
+def cross_paper(results: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Every (model, benchmark) both the MedGPT-OSS paper and another paper report, side by side."""
+    data, ours = load_other_papers(), medgpt_oss_paper_values()
+    records, index = [], []
+    for v in data.values:
+        column, benchmark = data.models.get(v.model), data.benchmarks[v.benchmark]
+        if column is None or v.metric != "accuracy" or (column, benchmark) not in ours:
+            continue
+        here = ours[(column, benchmark)]
+        records.append({"MedGPT-OSS paper": f"{here:.2f}", "Other paper": f"{v.value:.1f}",
+                        "Difference (other - this paper)": f"{v.value - here:+.2f}",
+                        "Source": f"{v.paper} ({data.papers[v.paper].citation}), {v.table}",
+                        "Split or subset as stated there": v.variant,
+                        "Protocol differences": protocol_note(data, v.paper, benchmark),
+                        **fresh_scores(results or [], data.adapters.get(v.model), benchmark)})
+        index.append(f"{v.model} · {v.benchmark}")
+    frame = pd.DataFrame(records, index=index)
+    frame.index.name = "Model · benchmark"
+    frame.attrs.update(
+        caption="Cross-paper check: a baseline's score in the MedGPT-OSS paper beside the same model's score "
+                "in another paper (accuracy, %).",
+        rank=False, missing="–",
+        footnotes=["Rows: the (model, benchmark) pairs both papers report. The other papers' numbers ship in "
+                   "medkit/configs/other_papers.yaml with their tables and stated splits.",
+                   "medkit strict / lenient (fresh): the kit's own scores for that model, where its baseline "
+                   "adapter's results exist."])
+    return frame
