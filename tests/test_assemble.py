@@ -88,7 +88,7 @@ def test_missing_results_are_reported_not_invented(tmp_path, monkeypatch):
     assert "figure2" in done.figures  # the published bars still draw
     audit = done.tables["claims_audit"]  # reviewer mode's audit needs the published numbers alone
     assert set(audit) == {"markdown", "latex", "csv", "provenance"}
-    assert "Sec. 4.2 · mmmu_pro4_gap" in audit["csv"].read_text() and "n/c [1]" in audit["markdown"].read_text()
+    assert "Sec. 4.4 · mmmu_pro4_gap" in audit["csv"].read_text() and "n/c [1]" in audit["markdown"].read_text()
     assert "Lingshu-32B · SLAKE" in done.tables["cross_paper"]["markdown"].read_text()
 
 

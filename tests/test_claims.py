@@ -42,16 +42,19 @@ def test_each_claim_is_decided_from_the_published_numbers():
     holds = {cid: cells["Holds"] for cid, cells in decided.items()}
     # MMMU-Med-Pro (4 opt): Lingshu 52.67, Hulu-Med 52.45, MedGPT-OSS 52.34 -- third, not second
     assert holds == {"medxqa_lead": "yes", "medframeqa_first": "yes", "mmmu_med_first": "yes",
-                     "mmmu_pro4_gap": "no", "slake_gap": "yes", "first_on_8_of_17": "yes",
+                     "mmmu_pro4_gap": "no", "slake_gap": "yes", "mmmu_pro10_second": "yes",
+                     "medqa_beats_medgemma": "yes", "mmlu_med_beats_medgemma": "no", "first_on_8_of_17": "yes",
                      "radgraph_doubles_medgemma": "yes", "radgraph_exceeds_octomed": "yes", "icl_gain_trial": "yes",
                      "icl_loss_hulu_trial": "yes", "icl_loss_lingshu_impression": "yes"}
     assert "(3rd)" in decided["mmmu_pro4_gap"]["Recomputed"]
     significant = {cid: cells["Supported at n (α = 0.05)"] for cid, cells in decided.items()}
     assert significant["medxqa_lead"] == "yes" and significant["icl_gain_trial"] == "yes"
     assert significant["medframeqa_first"].startswith("no")  # 63.01 vs 62.82 on 2,851 items
-    assert significant["first_on_8_of_17"] == "2 of the 8 first places are significant at their n"
+    assert significant["first_on_8_of_17"] == ("2 of the 6 testable first places (accuracies) are significant at "
+                                               "their n; 2 are RaTEScores (n/c)")
     assert significant["icl_loss_lingshu_impression"].startswith("not computed: a RaTEScore")
     assert decided["icl_loss_hulu_trial"]["Difference (points)"] == "-4.01"
+    assert significant["mmlu_med_beats_medgemma"] == "no: the opposite is significant (p < 0.05)"  # 72.59 vs 80.65
 
 
 def test_a_claim_whose_number_the_tables_do_not_give_does_not_hold():
@@ -95,6 +98,12 @@ def test_cross_paper_pairs_the_baselines_with_their_own_papers_numbers():
 def test_cross_paper_shows_fresh_scores_for_that_model():
     from medkit.reporting.cross_paper import cross_paper
 
-    fresh = [{"model": "lingshu-32b", "benchmark": "slake", "metrics": {"accuracy": 0.5, "lenient_accuracy": 0.625}}]
-    row = cross_paper(fresh).loc["Lingshu-32B · SLAKE"]
-    assert (row["medkit strict (fresh)"], row["medkit lenient (fresh)"]) == ("50.00", "62.50")
+    fresh = [{"model": "lingshu-32b", "benchmark": "slake", "source": "native", "n": 836,
+              "metrics": {"accuracy": 0.5, "lenient_accuracy": 0.625}},
+             {"model": "lingshu-32b", "benchmark": "medqa", "source": "synthetic", "n": 100,
+              "metrics": {"accuracy": 0.9, "lenient_accuracy": None}}]
+    frame = cross_paper(fresh)
+    row = frame.loc["Lingshu-32B · SLAKE"]
+    assert (row["medkit strict (fresh)"], row["medkit lenient (fresh)"], row["medkit n (fresh)"]) == \
+        ("50.00", "62.50", "836")
+    assert frame.loc["Lingshu-32B · MedQA", "medkit strict (fresh)"] == "–"  # a synthetic counterpart never joins

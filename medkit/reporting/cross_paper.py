@@ -19,7 +19,7 @@ import pandas as pd
 
 from medkit.config import ConfigError, load_yaml
 from medkit.profiles import CONFIG_DIR
-from medkit.reporting.published import model_labels, result_spec
+from medkit.reporting.published import load_published, model_labels, result_spec
 
 OTHER_PAPERS_PATH = CONFIG_DIR / "other_papers.yaml"
 
@@ -47,7 +47,6 @@ class OtherPapers:
     benchmarks: dict[str, str]  # the other papers' benchmark name -> medkit registry name
     models: dict[str, str]  # the other papers' model name -> the MedGPT-OSS paper's column
     values: list[PrintedValue]
-    adapters: dict[str, str] = field(default_factory=dict)  # model -> medkit baseline adapter
     protocol: dict[str, dict[str, str]] = field(default_factory=dict)  # paper -> benchmark (or "all") -> note
 
     def __post_init__(self) -> None:
@@ -84,16 +83,24 @@ def protocol_note(data: OtherPapers, paper: str, benchmark: str) -> str:
     return "; ".join(n for n in (notes.get(benchmark), notes.get("all")) if n)
 
 
-def fresh_scores(results: list[dict[str, Any]], adapter: str | None, benchmark: str) -> dict[str, str]:
-    """The kit's own scores for that model on that benchmark, from fresh result files (else '–')."""
-    record = next((r for r in results if adapter and r.get("model") == adapter and r.get("benchmark") == benchmark),
-                  None)
+FRESH_COLUMNS = ("medkit strict (fresh)", "medkit lenient (fresh)", "medkit n (fresh)")
+
+
+def percent(value: Any) -> str:
+    return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "–"
+
+
+def fresh_scores(results: list[dict[str, Any]], column: str, benchmark: str) -> dict[str, str]:
+    """The kit's own scores for the paper column's model on that benchmark, from fresh result files of the
+    native release (a synthetic counterpart's numbers are never put beside a paper's); else '–'."""
+    adapters = set(next(m.adapters for m in load_published().models if m.label == column))
+    record = next((r for r in results if r.get("model") in adapters and r.get("benchmark") == benchmark
+                   and r.get("source") == "native"), None)
     if record is None:
-        return {"medkit strict (fresh)": "–", "medkit lenient (fresh)": "–"}
-    metrics = record["metrics"]
-    return {"medkit strict (fresh)": f"{100 * metrics['accuracy']:.2f}",
-            "medkit lenient (fresh)": f"{100 * metrics['lenient_accuracy']:.2f}"
-            if "lenient_accuracy" in metrics else "–"}
+        return dict.fromkeys(FRESH_COLUMNS, "–")
+    metrics = record.get("metrics", {})
+    return dict(zip(FRESH_COLUMNS, (percent(metrics.get("accuracy")), percent(metrics.get("lenient_accuracy")),
+                                    f"{record.get('n', '–')}")))
 
 
 def cross_paper(results: list[dict[str, Any]] | None = None) -> pd.DataFrame:
@@ -110,7 +117,7 @@ def cross_paper(results: list[dict[str, Any]] | None = None) -> pd.DataFrame:
                         "Source": f"{v.paper} ({data.papers[v.paper].citation}), {v.table}",
                         "Split or subset as stated there": v.variant,
                         "Protocol differences": protocol_note(data, v.paper, benchmark),
-                        **fresh_scores(results or [], data.adapters.get(v.model), benchmark)})
+                        **fresh_scores(results or [], column, benchmark)})
         index.append(f"{v.model} · {v.benchmark}")
     frame = pd.DataFrame(records, index=index)
     frame.index.name = "Model · benchmark"
