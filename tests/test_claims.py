@@ -47,7 +47,7 @@ def test_each_claim_is_decided_from_the_published_numbers():
                      "radgraph_doubles_medgemma": "yes", "radgraph_exceeds_octomed": "yes", "icl_gain_trial": "yes",
                      "icl_loss_hulu_trial": "yes", "icl_loss_lingshu_impression": "yes"}
     assert "(3rd)" in decided["mmmu_pro4_gap"]["Recomputed"]
-    significant = {cid: cells["Supported at n (α = 0.05)"] for cid, cells in decided.items()}
+    significant = {cid: cells["Supported at n (p < 0.05)"] for cid, cells in decided.items()}
     assert significant["medxqa_lead"] == "yes" and significant["icl_gain_trial"] == "yes"
     assert significant["medframeqa_first"].startswith("no")  # 63.01 vs 62.82 on 2,851 items
     assert significant["first_on_8_of_17"] == ("2 of the 6 testable first places (accuracies) are significant at "
@@ -74,9 +74,9 @@ def test_every_row_of_tables_4_to_6_is_audited_first_against_second():
     assert len(rows) == 16
     slake = rows.loc["Table 4 · SLAKE"]
     assert slake["Compared"] == "first Lingshu 72.24 vs second MedGPT-OSS 71.53"
-    assert (slake["Difference (points)"], slake["Supported at n (α = 0.05)"]) == ("+0.71", "no")
+    assert (slake["Difference (points)"], slake["Supported at n (p < 0.05)"]) == ("+0.71", "no")
     assert slake["Whole counts at n"] == "Lingshu none; MedGPT-OSS 598/836"
-    assert rows.loc["Table 5 · MedMCQA", "Supported at n (α = 0.05)"] == "yes"
+    assert rows.loc["Table 5 · MedMCQA", "Supported at n (p < 0.05)"] == "yes"
     assert rows.loc["Table 6 · Impression (0-shot)", "p"].startswith("not computed")
 
 
