@@ -238,7 +238,8 @@ def format_result(result: dict) -> str:
     metrics = result["metrics"]
     if "accuracy" in metrics:
         text = (f"accuracy {metrics['accuracy']:.3f} [{metrics['ci_low']:.3f}, {metrics['ci_high']:.3f}] "
-                f"unparsed {metrics['unparsed_rate']:.3f} lenient {metrics['lenient_accuracy']:.3f}")
+                f"unparsed {metrics['unparsed_rate']:.3f} lenient {metrics['lenient_accuracy']:.3f}"
+                + (f" medevalkit {metrics['medevalkit_accuracy']:.3f}" if "medevalkit_accuracy" in metrics else ""))
     else:
         text = ", ".join(f"{k} {v['value']:.3f}" if v.get("value") is not None else f"{k}: {v.get('status')}"
                          for k, v in metrics.items() if isinstance(v, dict))

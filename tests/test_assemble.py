@@ -90,6 +90,8 @@ def test_missing_results_are_reported_not_invented(tmp_path, monkeypatch):
     assert set(audit) == {"markdown", "latex", "csv", "provenance"}
     assert "Sec. 4.4 · mmmu_pro4_gap" in audit["csv"].read_text() and "n/c [1]" in audit["markdown"].read_text()
     assert "Lingshu-32B · SLAKE" in done.tables["cross_paper"]["markdown"].read_text()
+    rules = done.tables["scoring_protocols"]["markdown"].read_text()  # reviewer mode: the rule per benchmark
+    assert "| MMMU-Med (dev) | MMMU parser (random fallback) |" in rules and "No fresh results" in rules
 
 
 def test_reviewer_cli_needs_no_model(tmp_path):

@@ -11,12 +11,14 @@ def test_sample_predictions_show_prompt_output_parsed_answer_and_gold(tmp_path, 
                                   "limit": 3, "max_new_tokens": 4, "nproc": 1})
     evaluate_table(params, "5")
     shown = sample_predictions(params, "5", per_benchmark=2)
-    assert list(shown.columns) == ["benchmark", "id", "prompt (end)", "raw output", "parsed", "gold", "correct"]
+    assert list(shown.columns) == ["benchmark", "id", "prompt (end)", "raw output", "parsed", "medevalkit reads",
+                                   "gold", "correct"]
     assert len(shown) == 2 * 6  # two of each Table 5 benchmark
     first = shown.iloc[0]
     assert first["benchmark"] == "medqa" and first["raw output"]  # what the store holds, cut to one line
     assert "Answer with the letter" in first["prompt (end)"]
     assert first["gold"][0] in "ABCDE" and first["gold"][1:3] == ". "
+    assert first["medevalkit reads"] in "ABCDE"  # that rule reads a letter from every output
 
 
 def test_corpus_and_leakage_summaries_are_whole_tables_that_say_what_is_applied(tmp_path):

@@ -154,8 +154,8 @@ def test_lenient_maps_any_nonempty_output_to_an_option():
 
 
 def test_score_mc_statuses():
-    assert score_mc("B", OPTIONS, "B") == MCScore("B", True, "B", True, "correct")
-    assert score_mc("(C)", OPTIONS, "B") == MCScore("C", False, "C", False, "wrong")
+    assert score_mc("B", OPTIONS, "B") == MCScore("B", True, "B", True, "correct", "B", True, False)
+    assert score_mc("(C)", OPTIONS, "B") == MCScore("C", False, "C", False, "wrong", "C", False, True)
     unparsed = score_mc("probably pneumonia, maybe gout", OPTIONS, "B")
     assert (unparsed.parsed, unparsed.correct, unparsed.status) == (None, False, "unparsed")
     assert unparsed.lenient in OPTIONS

@@ -162,20 +162,19 @@ def decode_batches(adapter: ModelAdapter, benchmark: Benchmark, batches: Sequenc
 def score(benchmark: Benchmark, items: Sequence[Sample], predictions: dict[str, Prediction],
           n_boot: int, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Benchmark metrics and per-item rows, from stored predictions only."""
-    from medkit.eval.scoring import accuracy_summary, chance_rate, score_mc
+    from medkit.eval.scoring import chance_rate, score_mc, summarise_scores
 
     missing = [s.id for s in items if s.id not in predictions]
     if missing:
         raise StoreError(f"{benchmark.name}: {len(missing)} item(s) have no prediction (first: {missing[:3]})")
     if benchmark.scorer == "strict_mc":
-        rows = []
-        for sample in items:
-            result = score_mc(predictions[sample.id].final, sample.meta["options"], sample.meta["answer"])
-            rows.append({"id": sample.id, "answer": sample.meta["answer"], "parsed": result.parsed,
-                         "status": result.status, "correct": result.correct, "lenient": result.lenient,
-                         "lenient_correct": result.lenient_correct})
-        summary = accuracy_summary([r["correct"] for r in rows], [r["status"] == "unparsed" for r in rows],
-                                   [r["lenient_correct"] for r in rows], n_boot=n_boot, seed=seed)
+        scores = [score_mc(predictions[s.id].final, s.meta["options"], s.meta["answer"], benchmark=benchmark.name,
+                           item_id=s.id) for s in items]
+        rows = [{"id": s.id, "answer": s.meta["answer"], "parsed": r.parsed, "status": r.status,
+                 "correct": r.correct, "lenient": r.lenient, "lenient_correct": r.lenient_correct,
+                 "medevalkit": r.medevalkit, "medevalkit_correct": r.medevalkit_correct,
+                 "medevalkit_fallback": r.medevalkit_fallback} for s, r in zip(items, scores)]
+        summary = summarise_scores(scores, n_boot=n_boot, seed=seed)
         # what guessing one option per item scores on these items, so a reader can tell signal from luck
         summary["chance_rate"] = chance_rate([s.meta["options"] for s in items])
         return summary, rows

@@ -1,4 +1,4 @@
-"""Multiple-choice scoring (strict and lenient) and bootstrap confidence intervals.
+"""Multiple-choice scoring (strict, lenient and MedEvalKit-protocol) and bootstrap confidence intervals.
 
 The paper scores multiple choice *strictly*: an output counts only if it commits to exactly one valid
 option letter; anything else is "unparsed" and counted wrong. Harnesses such as MedEvalKit map an
@@ -35,6 +35,9 @@ Lenient (``lenient_choice``), for comparison only: the strict letter if there is
 valid option letter the output explicitly mentions (bracketed, "option X", a standalone capital, found
 as in rule 8 with option texts masked, or a bare run of option letters such as "AB"); else the option
 whose text is nearest the output. So "A or B" is A, never an option the output did not name.
+
+MedEvalKit-protocol (:mod:`medkit.eval.medevalkit`), also for comparison only: the letter MedEvalKit's own
+rule reads, its misreadings included, so a reader sees how much the protocol alone moves a score.
 """
 
 from __future__ import annotations
@@ -96,13 +99,17 @@ _WORD_AFTER = re.compile(r"\s+([A-Za-z0-9]\w*)")
 
 @dataclass(frozen=True)
 class MCScore:
-    """One multiple-choice item scored both ways; ``status`` follows the strict protocol."""
+    """One multiple-choice item scored three ways; ``status`` follows the strict protocol.
+    ``medevalkit_fallback``: MedEvalKit's rule took its letter from string similarity or a random pick."""
 
     parsed: str | None
     correct: bool
     lenient: str | None
     lenient_correct: bool
     status: Literal["correct", "wrong", "unparsed"]
+    medevalkit: str
+    medevalkit_correct: bool
+    medevalkit_fallback: bool
 
 
 @dataclass(frozen=True)
@@ -358,8 +365,12 @@ def _lenient_fallback(output: str, opts: _Options) -> str | None:
     return letter if letter is not None else nearest_option(text, opts)
 
 
-def score_mc(output: str, options: Mapping[str, str], answer: str) -> MCScore:
-    """Strict and lenient scoring of one item against its gold letter."""
+def score_mc(output: str, options: Mapping[str, str], answer: str, *, benchmark: str = "",
+             item_id: str = "") -> MCScore:
+    """Strict, lenient and MedEvalKit-protocol scoring of one item against its gold letter. ``benchmark``
+    picks MedEvalKit's rule for it (its option form, MMMU's parser); ``item_id`` seeds MMMU's random pick."""
+    from medkit.eval.medevalkit import medevalkit_score
+
     _check_options(options)
     if answer not in options:
         raise ValueError(f"answer {answer!r} is not one of the options {list(options)}")
@@ -367,7 +378,9 @@ def score_mc(output: str, options: Mapping[str, str], answer: str) -> MCScore:
     lenient = parsed if parsed is not None else _lenient_fallback(output, prepared_options(options))
     status: Literal["correct", "wrong", "unparsed"]
     status = "unparsed" if parsed is None else ("correct" if parsed == answer else "wrong")
-    return MCScore(parsed, parsed == answer, lenient, lenient == answer, status)
+    reference = medevalkit_score(output, options, answer, benchmark, item_id)
+    return MCScore(parsed, parsed == answer, lenient, lenient == answer, status,
+                   reference.letter, reference.correct, reference.fallback)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -425,19 +438,27 @@ def chance_rate(options_per_item: Sequence[Mapping[str, str]]) -> float | None:
 
 
 def accuracy_summary(correct: Sequence[bool], unparsed: Sequence[bool], lenient_correct: Sequence[bool], *,
+                     medevalkit_correct: Sequence[bool] | None = None,
+                     medevalkit_fallback: Sequence[bool] | None = None,
                      n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, float | int]:
-    """Strict accuracy with its CI, unparsed rate, and lenient accuracy with its CI, side by side."""
+    """Strict accuracy with its CI, unparsed rate, lenient accuracy with its CI and, when given, the
+    MedEvalKit-protocol accuracy with its CI and how often that rule fell back to a guess, side by side.
+    Every score's CI resamples the same items."""
     _check_bootstrap_args(n_boot, alpha)
-    lengths = {len(correct), len(unparsed), len(lenient_correct)}
-    if len(lengths) != 1:
-        raise ValueError(f"correct, unparsed and lenient_correct differ in length: "
-                         f"{len(correct)}, {len(unparsed)}, {len(lenient_correct)}")
-    matrix = _as_matrix([list(correct), list(unparsed), list(lenient_correct)])
-    means = resampled_means(matrix[[0, 2]], n_boot, seed)
+    columns = {"correct": correct, "unparsed": unparsed, "lenient_correct": lenient_correct}
+    if medevalkit_correct is not None or medevalkit_fallback is not None:
+        if medevalkit_correct is None or medevalkit_fallback is None:
+            raise ValueError("give both medevalkit_correct and medevalkit_fallback, or neither")
+        columns |= {"medevalkit_correct": medevalkit_correct, "medevalkit_fallback": medevalkit_fallback}
+    if len({len(v) for v in columns.values()}) != 1:
+        raise ValueError(f"{', '.join(columns)} differ in length: {', '.join(str(len(v)) for v in columns.values())}")
+    matrix = _as_matrix([list(v) for v in columns.values()])
+    scored = [0, 2] + ([3] if len(columns) > 3 else [])
+    means = resampled_means(matrix[scored], n_boot, seed)
+    point = matrix.mean(axis=1)
     accuracy_low, accuracy_high = _percentile_ci(means[0], alpha)
     lenient_low, lenient_high = _percentile_ci(means[1], alpha)
-    point = matrix.mean(axis=1)
-    return {
+    summary = {
         "n": int(matrix.shape[1]),
         "accuracy": float(point[0]),
         "ci_low": accuracy_low,
@@ -446,9 +467,22 @@ def accuracy_summary(correct: Sequence[bool], unparsed: Sequence[bool], lenient_
         "lenient_accuracy": float(point[2]),
         "lenient_ci_low": lenient_low,
         "lenient_ci_high": lenient_high,
-        "alpha": alpha,
-        "n_boot": int(n_boot),
     }
+    if len(columns) > 3:
+        medevalkit_low, medevalkit_high = _percentile_ci(means[2], alpha)
+        summary |= {"medevalkit_accuracy": float(point[3]), "medevalkit_ci_low": medevalkit_low,
+                    "medevalkit_ci_high": medevalkit_high, "medevalkit_fallback_rate": float(point[4])}
+    return summary | {"alpha": alpha, "n_boot": int(n_boot)}
+
+
+def summarise_scores(scores: Sequence[MCScore], *, n_boot: int = 1000, seed: int = 0,
+                     alpha: float = 0.05) -> dict[str, float | int]:
+    """:func:`accuracy_summary` of scored items: strict, lenient and MedEvalKit-protocol side by side."""
+    return accuracy_summary([s.correct for s in scores], [s.status == "unparsed" for s in scores],
+                            [s.lenient_correct for s in scores],
+                            medevalkit_correct=[s.medevalkit_correct for s in scores],
+                            medevalkit_fallback=[s.medevalkit_fallback for s in scores],
+                            n_boot=n_boot, seed=seed, alpha=alpha)
 
 
 def paired_bootstrap(a: Mapping[str, float], b: Mapping[str, float], *, n_boot: int = 1000, seed: int = 0,

@@ -52,7 +52,9 @@ def results_table(results: list[dict]) -> pd.DataFrame:
         metrics = r["metrics"]
         if "accuracy" in metrics:
             row |= {"accuracy": metrics["accuracy"], "ci_low": metrics["ci_low"], "ci_high": metrics["ci_high"],
-                    "unparsed": metrics["unparsed_rate"], "lenient": metrics["lenient_accuracy"]}
+                    "unparsed": metrics["unparsed_rate"], "lenient": metrics["lenient_accuracy"],
+                    "medevalkit": metrics.get("medevalkit_accuracy"),
+                    "medevalkit guessed": metrics.get("medevalkit_fallback_rate")}
         else:
             row |= {name: m["value"] if m.get("value") is not None else m.get("status")
                     for name, m in metrics.items() if isinstance(m, dict)}
@@ -126,6 +128,7 @@ def sample_predictions(params: NotebookParameters, table: str, per_benchmark: in
                 gold = f"{gold}. {sample.meta['options'][gold]}"
             rows.append({"benchmark": name, "id": row["id"], "prompt (end)": excerpt(prompt_text(sample), tail=True),
                          "raw output": excerpt(output.raw), "parsed": row.get("parsed", "–"),
+                         "medevalkit reads": row.get("medevalkit", "–"),
                          "gold": excerpt(gold, 80), "correct": row.get("correct", "–")})
     return pd.DataFrame(rows)
 

@@ -10,7 +10,9 @@ the ablation's ``results.json``) and writes, each with the same provenance stamp
 * ``figures/``: Figure 1 (encoder ablation, when its results exist) and Figure 2 (PNG + PDF).
 * ``paper_tables/claims_audit.*``: the paper's comparisons and numeric claims tested at Table 3's item
   counts, from the published numbers alone (:mod:`medkit.reporting.claims`); ``cross_paper.*``: the
-  baselines' numbers beside what other papers print for them (:mod:`medkit.reporting.cross_paper`).
+  baselines' numbers beside what other papers print for them (:mod:`medkit.reporting.cross_paper`);
+  ``scoring_protocols.*``: each multiple-choice result scored strict, lenient and by MedEvalKit's rule, or
+  in reviewer mode the rule per benchmark (:mod:`medkit.reporting.protocols`).
 
 Anything without results is reported as missing in the returned summary, never filled in.
 
@@ -33,6 +35,7 @@ import pandas as pd
 from medkit.profiles import CONFIG_DIR, PROFILE_NAMES
 from medkit.reporting.claims import claims_audit
 from medkit.reporting.cross_paper import cross_paper
+from medkit.reporting.protocols import scoring_protocols
 from medkit.reporting.outputs import staged_outputs
 from medkit.reporting.provenance import Stamp, make_stamp
 from medkit.reporting.published import RESULT_TABLES, published_table
@@ -210,6 +213,8 @@ def render_all(inputs: Inputs, tables_dir: Path, figures_dir: Path, stamp: Stamp
     done.figures["figure2"] = figure2(figures_dir, fresh=fresh.get("figure2"), stamp=stamp)
     done.tables["claims_audit"] = render_table(claims_audit(), "claims_audit", tables_dir, stamp)
     done.tables["cross_paper"] = render_table(cross_paper(inputs.results), "cross_paper", tables_dir, stamp)
+    done.tables["scoring_protocols"] = render_table(scoring_protocols(inputs.results), "scoring_protocols",
+                                                    tables_dir, stamp)
     return done
 
 

@@ -47,7 +47,7 @@ from medkit.config import ConfigError, load_yaml
 from medkit.data.schema import Sample, read_jsonl
 from medkit.eval.generation import DecodeSettings, generate
 from medkit.eval.likelihood import per_item_loss
-from medkit.eval.scoring import accuracy_summary, bootstrap_ci, score_mc
+from medkit.eval.scoring import bootstrap_ci, score_mc, summarise_scores
 from medkit.model.build import compose_pretrained
 from medkit.model.processor import MedGPTOssProcessor
 from medkit.profiles import CONFIG_DIR, Profile, get_encoder, load_profile
@@ -487,19 +487,13 @@ def trained_model(profile: Profile, out_dir: Path, settings: LoraSettings) -> Pe
 def mc_scores(model, processor, items, evaluation: Evaluation, seed: int) -> tuple[dict, list[dict]]:
     """Strict multiple-choice accuracy on held-out items (greedy decode, final channel only)."""
     settings = DecodeSettings(max_new_tokens=evaluation.max_new_tokens)
-    rows = []
+    rows, scores = [], []
     for (sample, _), completion in zip(items, generate(model, processor, items, settings)):
-        score = score_mc(completion.final, sample.meta["options"], sample.meta["answer"])
+        score = score_mc(completion.final, sample.meta["options"], sample.meta["answer"], item_id=sample.id)
+        scores.append(score)
         rows.append({"id": sample.id, "answer": sample.meta["answer"], "output": completion.final,
                      "parsed": score.parsed, "status": score.status, "correct": score.correct})
-    summary = accuracy_summary(
-        [r["correct"] for r in rows],
-        [r["status"] == "unparsed" for r in rows],
-        [score_mc(r["output"], s.meta["options"], s.meta["answer"]).lenient_correct for r, (s, _) in zip(rows, items)],
-        n_boot=evaluation.n_boot,
-        seed=seed,
-    )
-    return summary, rows
+    return summarise_scores(scores, n_boot=evaluation.n_boot, seed=seed), rows
 
 
 def held_out_loss(model, processor, items, evaluation: Evaluation, seed: int) -> dict:
