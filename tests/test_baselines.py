@@ -31,10 +31,10 @@ FIXTURES = Path(__file__).parent / "fixtures" / "baselines"
 QWEN_SPECIAL = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]
 GEMMA_IMAGE_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
                       "image_token": "<image_soft_token>"}
-EXPECTED = ["octomed-7b", "hulu-med-32b", "lingshu-32b", "medgemma-27b", "qoq-med-32b"]
+EXPECTED = ["octomed-7b", "hulu-med-32b", "lingshu-32b", "lingshu-7b", "medmo-8b", "medgemma-27b", "qoq-med-32b"]
 # The chat-template family each spec in baselines.yaml names (its base model); Hulu-Med's processor is remote code.
 TEMPLATE_FAMILY = {"octomed-7b": "qwen2.5-vl", "lingshu-32b": "qwen2.5-vl", "qoq-med-32b": "qwen2.5-vl",
-                   "medgemma-27b": "gemma3"}
+                   "lingshu-7b": "qwen2.5-vl", "medmo-8b": "qwen3-vl", "medgemma-27b": "gemma3"}
 REMOTE_CODE = {"hulu-med-32b"}
 OPTIONS = {"A": "Pulmonary embolism", "B": "Pneumonia", "C": "Gout", "D": "Hepatitis B"}
 QUESTION = "Which finding is shown?"
@@ -99,8 +99,32 @@ def tiny_gemma_processor():
                            image_seq_length=3, chat_template=(FIXTURES / "gemma3_chat_template.jinja").read_text())
 
 
+def tiny_qwen3_vl_processor():
+    """A Qwen3-VL processor (16-px patches, merged 2x2) around the kit's small tokenizer and a template
+    in the released Qwen3-VL Instruct format."""
+    from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen3VLProcessor
+
+    from medkit.chat.tokenizer import TINY_TOKENIZER_DIR
+
+    class NoVideoProcessor(Qwen3VLProcessor):  # no torchvision here, as for tiny_qwen_processor
+        def check_argument_for_proper_class(self, name, arg):
+            return None if arg is None else super().check_argument_for_proper_class(name, arg)
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(TINY_TOKENIZER_DIR)
+    tokenizer.add_special_tokens({"additional_special_tokens": [*QWEN_SPECIAL, "<|video_pad|>"]})
+    tokenizer.pad_token = "<|im_end|>"
+    image_processor = Qwen2VLImageProcessor(min_pixels=32 * 32 * 4, max_pixels=32 * 32 * 16, patch_size=16,
+                                            merge_size=2, temporal_patch_size=2)
+    return NoVideoProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                            chat_template=(FIXTURES / "qwen3_vl_chat_template.jinja").read_text())
+
+
 def family_processor(family: str):
-    return tiny_gemma_processor() if family == "gemma3" else tiny_qwen_processor("qwen2_5_vl_chat_template.jinja")
+    if family == "gemma3":
+        return tiny_gemma_processor()
+    if family == "qwen3-vl":
+        return tiny_qwen3_vl_processor()
+    return tiny_qwen_processor("qwen2_5_vl_chat_template.jinja")
 
 
 def tiny_qwen_model(tokenizer):
@@ -272,8 +296,10 @@ def prompt_opening(family: str, system: str, bos: str) -> str:
     return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n"
 
 
-GENERATION_PROMPT = {"gemma3": "<start_of_turn>model\n", "qwen2.5-vl": "<|im_start|>assistant\n"}
-IMAGE_MARKER = {"gemma3": "<start_of_image>", "qwen2.5-vl": "<|vision_start|>"}
+GENERATION_PROMPT = {"gemma3": "<start_of_turn>model\n", "qwen2.5-vl": "<|im_start|>assistant\n",
+                     "qwen3-vl": "<|im_start|>assistant\n"}
+IMAGE_MARKER = {"gemma3": "<start_of_image>", "qwen2.5-vl": "<|vision_start|>", "qwen3-vl": "<|vision_start|>"}
+PATCH_VALUES = {"gemma3": 0, "qwen2.5-vl": 2 * 14 * 14, "qwen3-vl": 2 * 16 * 16}  # values per patch row
 
 
 def image_colours(batch, family: str, patch_values: int = 2 * 14 * 14) -> list[int]:
@@ -304,7 +330,7 @@ def test_prompt_is_rendered_by_the_processors_chat_template(name: str, image_roo
     (kwargs,) = calls
     assert kwargs["add_generation_prompt"] is True and kwargs["tokenize"] is True
     assert kwargs["processor_kwargs"] == {"padding": True, **spec.image.processor_kwargs()}
-    assert image_colours(batch, family) == [0, 1, 2]  # a.png red, b.png green (item 1), c.png blue (item 2)
+    assert image_colours(batch, family, PATCH_VALUES[family]) == [0, 1, 2]  # a.png red, b.png green (item 1), c.png blue (item 2)
     system = bl.merged_system_prompt(spec.system_prompt, [SYSTEM_VQA])
     if spec.system_prompt:
         assert system.startswith(spec.system_prompt)
@@ -503,7 +529,8 @@ def test_trust_remote_code_is_requested_only_for_hulu_med(name: str, tmp_path: P
         return SimpleNamespace(tokenizer=SimpleNamespace(padding_side="right"), generation_config=None,
                                eval=lambda: None)
 
-    for cls in ("AutoProcessor", "AutoModelForCausalLM", "AutoModelForImageTextToText"):
+    for cls in ("AutoProcessor", "AutoModelForCausalLM", "AutoModelForImageTextToText",
+                "Qwen3VLForConditionalGeneration"):
         monkeypatch.setattr(getattr(transformers, cls), "from_pretrained", from_pretrained)
     adapter = bl.load_baseline(name, local_path=tmp_path)
     _ = adapter.processor, adapter.model
@@ -672,3 +699,39 @@ def test_baseline_weights_go_to_the_rank_s_gpus(gpus: int, placement, tmp_path: 
     _ = bl.load_baseline("medgemma-27b", local_path=tmp_path).model
     assert calls[-1].get("device_map") == placement
     assert calls[-1]["dtype"] == torch.bfloat16
+
+
+def test_medmo_prompt_has_no_default_system_turn(image_root: Path):
+    """Qwen3-VL Instruct adds no system prompt of its own (Qwen2.5-VL does): without a system message the
+    MedMO prompt opens with the user turn, and its images are counted in Qwen3-VL's 16-px patches."""
+    adapter = bl.HFChatAdapter(bl.get_spec("medmo-8b"), model=object(), processor=tiny_qwen3_vl_processor())
+    sample = mc_sample("s1", images=("c.png",), system=None)
+    batch = adapter.encode([(sample, image_root)])
+    text = adapter.processor.tokenizer.decode(batch["input_ids"][0])
+    assert text.startswith("<|im_start|>user\n<|vision_start|>") and "system" not in text
+    (grid,) = batch["image_grid_thw"].tolist()
+    merged = grid[0] * grid[1] * grid[2] // 4  # 2x2 patches merge into one image token
+    assert text.count("<|image_pad|>") == merged
+    qwen25 = bl.HFChatAdapter(bl.get_spec("lingshu-7b"), model=object(),
+                              processor=tiny_qwen_processor("qwen2_5_vl_chat_template.jinja"))
+    assert qwen25.processor.tokenizer.decode(qwen25.encode([(sample, image_root)])["input_ids"][0]).startswith(
+        "<|im_start|>system\nYou are a helpful assistant.")
+
+
+def test_seed_papers_models_are_registered_with_their_bases():
+    medmo, lingshu = bl.get_spec("medmo-8b"), bl.get_spec("lingshu-7b")
+    assert (medmo.hub_id, medmo.model_class, medmo.trust_remote_code) == (
+        "MBZUAI/MedMO-8B", "Qwen3VLForConditionalGeneration", False)
+    assert (lingshu.hub_id, lingshu.model_class) == ("lingshu-medical-mllm/Lingshu-7B", "AutoModelForImageTextToText")
+    assert medmo.generation_kwargs == {} == lingshu.generation_kwargs  # greedy, the shipped generation config
+
+
+@pytest.mark.parametrize("name", ["medmo-8b", "hulu-med-32b"])
+def test_a_baseline_opens_by_name_for_ranks_without_losing_its_hub_source(name: str):
+    """open_adapter records what ranks rebuild the adapter from without overwriting the baseline's own
+    ``source`` (its hub id): setting one on the other made every baseline eval fail before any data check."""
+    from medkit.eval.parallel import AdapterSource, open_adapter
+
+    adapter = open_adapter(AdapterSource(name))  # lazy: nothing is downloaded or loaded here
+    assert adapter.source == bl.get_spec(name).hub_id
+    assert adapter.opened_from == AdapterSource(name)

@@ -85,7 +85,8 @@ def test_cross_paper_pairs_the_baselines_with_their_own_papers_numbers():
     from medkit.reporting.cross_paper import cross_paper, load_other_papers
 
     frame = cross_paper()
-    assert [i.split(" · ")[1] for i in frame.index] == ["MMMU-Med", "SLAKE", "MedXpertQA-MM", "MMLU-Med", "PubMedQA",
+    paired = [i for i in frame.index if frame.at[i, "MedGPT-OSS paper"] != "not in this paper"]
+    assert [i.split(" · ")[1] for i in paired] == ["MMMU-Med", "SLAKE", "MedXpertQA-MM", "MMLU-Med", "PubMedQA",
                                                          "MedMCQA", "MedQA", "Medbullets", "MedXpertQA-Text"]
     slake = frame.loc["Lingshu-32B · SLAKE"]
     assert (slake["MedGPT-OSS paper"], slake["Other paper"], slake["Difference (other - this paper)"]) == \
@@ -99,11 +100,27 @@ def test_cross_paper_shows_fresh_scores_for_that_model():
     from medkit.reporting.cross_paper import cross_paper
 
     fresh = [{"model": "lingshu-32b", "benchmark": "slake", "source": "native", "n": 836,
-              "metrics": {"accuracy": 0.5, "lenient_accuracy": 0.625}},
+              "metrics": {"accuracy": 0.5, "lenient_accuracy": 0.625, "medevalkit_accuracy": 0.75}},
              {"model": "lingshu-32b", "benchmark": "medqa", "source": "synthetic", "n": 100,
               "metrics": {"accuracy": 0.9, "lenient_accuracy": None}}]
     frame = cross_paper(fresh)
     row = frame.loc["Lingshu-32B · SLAKE"]
-    assert (row["medkit strict (fresh)"], row["medkit lenient (fresh)"], row["medkit n (fresh)"]) == \
-        ("50.00", "62.50", "836")
+    assert (row["medkit strict (fresh)"], row["medkit lenient (fresh)"], row["medkit MedEvalKit protocol (fresh)"],
+            row["medkit n (fresh)"]) == ("50.00", "62.50", "75.00", "836")
     assert frame.loc["Lingshu-32B · MedQA", "medkit strict (fresh)"] == "–"  # a synthetic counterpart never joins
+
+
+def test_cross_paper_lists_the_seed_papers_own_models_with_fresh_scores():
+    from medkit.reporting.cross_paper import cross_paper
+
+    fresh = [{"model": "medmo-8b", "benchmark": "medqa", "source": "native", "n": 1273,
+              "metrics": {"accuracy": 0.8, "lenient_accuracy": 0.85, "medevalkit_accuracy": 0.875}}]
+    frame = cross_paper(fresh)
+    medmo = frame.loc["MedMO-8B · MedQA (MedMO Table 1)"]
+    assert (medmo["Other paper"], medmo["MedGPT-OSS paper"], medmo["Difference (other - this paper)"]) == \
+        ("90.4", "not in this paper", "–")
+    assert (medmo["medkit strict (fresh)"], medmo["medkit MedEvalKit protocol (fresh)"]) == ("80.00", "87.50")
+    assert "MedEvalKit" in medmo["Protocol differences"]
+    lingshu7 = [i for i in frame.index if i.startswith("Lingshu-7B · ")]
+    assert len(lingshu7) == 3 + 6 + 3 + 9  # Lingshu Tables 6, 7, 9 and MedMO Table 1, accuracy only
+    assert frame.loc["Lingshu-7B · MedQA (Lingshu Table 7)", "medkit strict (fresh)"] == "–"  # not run

@@ -63,7 +63,7 @@ def open_adapter(source: AdapterSource):
         adapter = load_baseline(source.model)
         if source.name:
             adapter.name = source.name
-    adapter.source = source
+    adapter.opened_from = source  # what ranks rebuild it from (baselines have their own `source`: the hub id)
     return adapter
 
 
@@ -89,7 +89,7 @@ def plan_document(source: AdapterSource, prepared: Sequence[Any], request: Any) 
 def decode_in_parallel(adapter: Any, prepared: Sequence[Any], request: Any, progress: bool) -> float:
     """Decode every pending batch on ``request.nproc`` ranks; returns the wall seconds. Raises
     :class:`EvalRankError` if a rank fails (what the ranks finished stays in their shards)."""
-    source = getattr(adapter, "source", None)
+    source = getattr(adapter, "opened_from", None)
     if source is None:
         raise ValueError(f"adapter {adapter.name!r} was not opened from a checkpoint or baseline name "
                          "(medkit.eval.parallel.open_adapter), so ranks cannot rebuild it; use nproc=1")

@@ -5,7 +5,7 @@ plausibly explain a gap.
 The other papers' numbers ship as data (``medkit/configs/other_papers.yaml``, each with its paper, table and
 the split or subset as stated there). A row is a (model, benchmark) both the MedGPT-OSS paper (Tables 4-6)
 and another paper report; with fresh results for that model (its baseline adapter's result files) the row
-also shows the kit's strict and lenient scores on the same benchmark.
+also shows the kit's strict, lenient and MedEvalKit-protocol scores on the same benchmark.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class OtherPapers:
     models: dict[str, str]  # the other papers' model name -> the MedGPT-OSS paper's column
     values: list[PrintedValue]
     protocol: dict[str, dict[str, str]] = field(default_factory=dict)  # paper -> benchmark (or "all") -> note
+    # the other papers' models with no MedGPT-OSS paper column that the kit runs itself -> baseline name
+    self_reported: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for v in self.values:
@@ -58,6 +60,11 @@ class OtherPapers:
         unknown = sorted(set(self.models.values()) - set(model_labels()))
         if unknown:
             raise ConfigError(f"{OTHER_PAPERS_PATH}: models map to unknown paper columns {unknown}")
+        from medkit.eval.baselines import baseline_names
+
+        unknown = sorted(set(self.self_reported.values()) - set(baseline_names()))
+        if unknown:
+            raise ConfigError(f"{OTHER_PAPERS_PATH}: self_reported names unknown baselines {unknown}")
 
 
 @cache
@@ -83,50 +90,72 @@ def protocol_note(data: OtherPapers, paper: str, benchmark: str) -> str:
     return "; ".join(n for n in (notes.get(benchmark), notes.get("all")) if n)
 
 
-FRESH_COLUMNS = ("medkit strict (fresh)", "medkit lenient (fresh)", "medkit n (fresh)")
+FRESH_COLUMNS = ("medkit strict (fresh)", "medkit lenient (fresh)", "medkit MedEvalKit protocol (fresh)",
+                 "medkit n (fresh)")
 
 
 def percent(value: Any) -> str:
     return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "–"
 
 
-def fresh_scores(results: list[dict[str, Any]], column: str, benchmark: str) -> dict[str, str]:
-    """The kit's own scores for the paper column's model on that benchmark, from fresh result files of the
-    native release (a synthetic counterpart's numbers are never put beside a paper's); else '–'."""
-    adapters = set(next(m.adapters for m in load_published().models if m.label == column))
+def fresh_scores(results: list[dict[str, Any]], adapters: set[str], benchmark: str) -> dict[str, str]:
+    """The kit's own scores for one of ``adapters`` (result-folder names of one model) on that benchmark, from
+    fresh result files of the native release (a synthetic counterpart's numbers are never put beside a
+    paper's); else '–'."""
     record = next((r for r in results if r.get("model") in adapters and r.get("benchmark") == benchmark
                    and r.get("source") == "native"), None)
     if record is None:
         return dict.fromkeys(FRESH_COLUMNS, "–")
     metrics = record.get("metrics", {})
     return dict(zip(FRESH_COLUMNS, (percent(metrics.get("accuracy")), percent(metrics.get("lenient_accuracy")),
-                                    f"{record.get('n', '–')}")))
+                                    percent(metrics.get("medevalkit_accuracy")), f"{record.get('n', '–')}")))
+
+
+def paper_adapters(column: str) -> set[str]:
+    return set(next(m.adapters for m in load_published().models if m.label == column))
+
+
+def printed_columns(v: PrintedValue, data: OtherPapers) -> dict[str, str]:
+    return {"Other paper": f"{v.value:.1f}", "Source": f"{v.paper} ({data.papers[v.paper].citation}), {v.table}",
+            "Split or subset as stated there": v.variant,
+            "Protocol differences": protocol_note(data, v.paper, data.benchmarks[v.benchmark])}
 
 
 def cross_paper(results: list[dict[str, Any]] | None = None) -> pd.DataFrame:
-    """Every (model, benchmark) both the MedGPT-OSS paper and another paper report, side by side."""
-    data, ours = load_other_papers(), medgpt_oss_paper_values()
+    """Every (model, benchmark) both the MedGPT-OSS paper and another paper report, side by side; then the
+    seed papers' own models (``self_reported``) with their printed numbers and, when run, the kit's scores."""
+    data, ours, results = load_other_papers(), medgpt_oss_paper_values(), results or []
     records, index = [], []
     for v in data.values:
         column, benchmark = data.models.get(v.model), data.benchmarks[v.benchmark]
         if column is None or v.metric != "accuracy" or (column, benchmark) not in ours:
             continue
         here = ours[(column, benchmark)]
-        records.append({"MedGPT-OSS paper": f"{here:.2f}", "Other paper": f"{v.value:.1f}",
-                        "Difference (other - this paper)": f"{v.value - here:+.2f}",
-                        "Source": f"{v.paper} ({data.papers[v.paper].citation}), {v.table}",
-                        "Split or subset as stated there": v.variant,
-                        "Protocol differences": protocol_note(data, v.paper, benchmark),
-                        **fresh_scores(results or [], column, benchmark)})
+        printed = printed_columns(v, data)
+        records.append({"MedGPT-OSS paper": f"{here:.2f}", "Other paper": printed.pop("Other paper"),
+                        "Difference (other - this paper)": f"{v.value - here:+.2f}", **printed,
+                        **fresh_scores(results, paper_adapters(column), benchmark)})
         index.append(f"{v.model} · {v.benchmark}")
+    for v in data.values:
+        adapter = data.self_reported.get(v.model)
+        if adapter is None or v.metric != "accuracy":
+            continue
+        printed = printed_columns(v, data)
+        records.append({"MedGPT-OSS paper": "not in this paper", "Other paper": printed.pop("Other paper"),
+                        "Difference (other - this paper)": "–", **printed,
+                        **fresh_scores(results, {adapter}, data.benchmarks[v.benchmark])})
+        index.append(f"{v.model} · {v.benchmark} ({v.paper} {v.table})")
     frame = pd.DataFrame(records, index=index)
     frame.index.name = "Model · benchmark"
     frame.attrs.update(
         caption="Cross-paper check: a baseline's score in the MedGPT-OSS paper beside the same model's score "
                 "in another paper (accuracy, %).",
         rank=False, missing="–",
-        footnotes=["Rows: the (model, benchmark) pairs both papers report. The other papers' numbers ship in "
+        footnotes=["Rows: the (model, benchmark) pairs both papers report; then the seed papers' own models "
+                   f"the kit can run as baselines ({', '.join(f'{m} as {a}' for m, a in data.self_reported.items())}) "
+                   "with the numbers their papers print for them. The other papers' numbers ship in "
                    "medkit/configs/other_papers.yaml with their tables and stated splits.",
-                   "medkit strict / lenient (fresh): the kit's own scores for that model, where its baseline "
-                   "adapter's results exist."])
+                   "medkit strict / lenient / MedEvalKit protocol (fresh): the kit's own scores for that model "
+                   "on the native release, where its baseline adapter's results exist; the MedEvalKit-protocol "
+                   "score applies the harness the other papers report with to the same outputs."])
     return frame
