@@ -295,3 +295,18 @@ def test_markdown_footnotes_render_as_text_not_bullets_and_stay_apart():
     text = to_markdown(published_table(3))
     assert "\n\n† OOD: out of distribution.\n\n\\* In-context learning statistics" in text
     assert "\n* " not in text
+
+
+def test_figures_draw_in_seaborn_style_without_touching_global_settings(tmp_path):
+    import matplotlib
+    import seaborn as sns
+
+    from medkit.reporting.figures import bar_centre, figure2, figure_style
+
+    before = dict(matplotlib.rcParams)
+    figure2(tmp_path, fresh=results_frame(EVAL_OUT, "figure2"), stamp=STAMP)
+    assert dict(matplotlib.rcParams) == before  # a notebook's own plots keep their settings
+    with figure_style():
+        assert matplotlib.rcParams["axes.grid"] and matplotlib.rcParams["font.family"] == ["DejaVu Sans"]
+        assert matplotlib.rcParams["axes.edgecolor"] == sns.axes_style("whitegrid")["axes.edgecolor"]
+    assert [round(bar_centre(0, i, 3), 4) for i in range(3)] == [-0.2667, 0.0, 0.2667]  # seaborn's dodge

@@ -1,20 +1,25 @@
 """Figures 1 and 2 as PNG and PDF, byte-identical for the same inputs.
 
-Determinism: the Agg backend, fixed size and dpi, no timestamps (PDF ``CreationDate: None``, PNG without
-the ``Software`` chunk), fixed ``svg.hashsalt`` and a fixed font, so re-rendering gives the same bytes.
-The provenance stamp goes into the file metadata (PNG ``Description``, PDF ``Subject``) and a caption line.
+Drawn with seaborn (its ``whitegrid`` style and ``barplot``) on matplotlib. Determinism: the Agg backend,
+fixed size and dpi, no timestamps (PDF ``CreationDate: None``, PNG without the ``Software`` chunk), fixed
+``svg.hashsalt`` and a fixed font, so re-rendering gives the same bytes; the style is applied as a context
+for each figure, never as a global theme, so a notebook's own plots are left alone. The provenance stamp
+goes into the file metadata (PNG ``Description``, PDF ``Subject``) and a caption line.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from medkit.reporting.provenance import Stamp  # noqa: E402
 from medkit.reporting.published import NOT_PRINTED, published_figure2  # noqa: E402
@@ -28,6 +33,14 @@ STYLE = {"svg.hashsalt": "medkit", "font.family": "DejaVu Sans", "font.size": 9,
 ANNOTATION_PT = 7
 CAPTION_PT = 7.5
 NOT_PRINTED_MARKER = "x"  # a marker on the axis, never a bar: nothing the eye can read as a height
+BAR_GROUP_WIDTH = 0.8  # seaborn's default: the share of each category slot the dodged bars fill
+
+
+@contextlib.contextmanager
+def figure_style() -> Iterator[None]:
+    """seaborn's whitegrid style with the kit's pinned font and sizes, for one figure only."""
+    with sns.axes_style("whitegrid"), plt.rc_context(STYLE):
+        yield
 
 
 def _save(fig, out_dir: str | Path, name: str, stamp: Stamp | None) -> dict[str, Path]:
@@ -49,14 +62,17 @@ def _caption(fig, text: str, stamp: Stamp | None) -> None:
 
 # ---------------------------------------------------------------- Figure 1: encoder ablation
 
-def _errorbars(ax, values, lows, highs, labels, ylabel: str, color: str) -> None:
-    x = range(len(values))
-    below = [v - lo for v, lo in zip(values, lows)]
-    above = [hi - v for v, hi in zip(values, highs)]
-    ax.bar(x, values, color=color, width=0.6)
-    ax.errorbar(x, values, yerr=[below, above], fmt="none", ecolor="black", capsize=4, linewidth=1)
-    ax.set_xticks(list(x), labels, rotation=20, ha="right")
+def _errorbars(ax, table: pd.DataFrame, value: str, low: str, high: str, ylabel: str, color: Any) -> None:
+    """One bar per encoder with its 95% CI (the CIs are the run's bootstrap, not seaborn's)."""
+    data = table.reset_index(names="encoder")
+    sns.barplot(data=data, x="encoder", y=value, color=color, width=0.6, errorbar=None, ax=ax)
+    ax.errorbar(range(len(data)), data[value], yerr=[data[value] - data[low], data[high] - data[value]],
+                fmt="none", ecolor="black", capsize=4, linewidth=1)
+    ax.set_xlabel("")
     ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=20)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
 
 
 def figure1(results: str | Path | dict, out_dir: str | Path, stamp: Stamp | None = None,
@@ -64,14 +80,12 @@ def figure1(results: str | Path | dict, out_dir: str | Path, stamp: Stamp | None
     """Encoder ablation from ``results.json``: accuracy (%) and held-out loss per encoder, 95% CI bars."""
     data = load_ablation(results)
     table = ablation_table(data)
-    encoders = list(table.index)
-    with plt.rc_context(STYLE):
+    colours = sns.color_palette("deep")
+    with figure_style():
         fig, (acc, loss) = plt.subplots(1, 2, figsize=SIZE)
-        _errorbars(acc, table["Accuracy (%)"], table["Acc. CI low"], table["Acc. CI high"], encoders,
-                   "Strict MC accuracy (%)", "#4c72b0")
+        _errorbars(acc, table, "Accuracy (%)", "Acc. CI low", "Acc. CI high", "Strict MC accuracy (%)", colours[0])
         acc.set_title("Accuracy (higher is better)")
-        _errorbars(loss, table["Held-out loss"], table["Loss CI low"], table["Loss CI high"], encoders,
-                   "Held-out loss", "#dd8452")
+        _errorbars(loss, table, "Held-out loss", "Loss CI low", "Loss CI high", "Held-out loss", colours[1])
         loss.set_title("Held-out loss (lower is better)")
         fig.suptitle(f"Figure 1 (reproduction): vision-encoder ablation, profile '{data['profile']}'")
         _caption(fig, f"Profile {data['profile']}, seed {data['seed']}; {items_line(table)}; bars = 95% bootstrap "
@@ -114,35 +128,49 @@ def _series(published: pd.DataFrame, fresh: pd.DataFrame | None, fresh_label: st
     return series
 
 
-def _unknown_bar(ax, x: float, width: float, top: float, color: Any) -> None:
+def _unknown_bar(ax, x: float, top: float, color: Any) -> None:
     # a marker on the baseline and a label, no bar: a drawn height would read as a score
     ax.plot([x], [0], marker=NOT_PRINTED_MARKER, color=color, markersize=6, clip_on=False, linestyle="none")
     ax.text(x, top * 0.03, NOT_PRINTED, rotation=90, fontsize=ANNOTATION_PT, ha="center", va="bottom",
             color="0.35")
 
 
+def bar_centre(metric_index: int, series_index: int, n_series: int) -> float:
+    """Where seaborn's dodged barplot puts a series' bar within a metric's slot."""
+    width = BAR_GROUP_WIDTH / n_series
+    return metric_index - BAR_GROUP_WIDTH / 2 + width * (series_index + 0.5)
+
+
 def figure2(out_dir: str | Path, fresh: pd.DataFrame | None = None, stamp: Stamp | None = None,
             published: pd.DataFrame | None = None, fresh_label: str = "fresh run",
             name: str = "figure2") -> dict[str, Path]:
     """Grouped bars per metric (RadGraph-F1, RaTEScore, 1/RadCliQ-v1) and model. Published values where
-    the paper prints them, a hatched "not printed" slot otherwise; a fresh results frame
-    (``results_frame(eval_out, 'figure2')``) is drawn beside them. Text cells ("not computed") are shown
-    as text, never as a bar."""
+    the paper prints them, a marker on the axis ("not printed") otherwise; a fresh results frame
+    (``results_frame(eval_out, 'figure2')``) is drawn beside them with a black edge. Text cells ("not
+    computed") are shown as text, never as a bar."""
     published = published_figure2() if published is None else published
     series = _series(published, fresh, fresh_label)
     metrics = list(published.index)
-    width = 0.8 / len(series)
-    numbers = [v for _, values, _ in series for v in values if is_number(v)]
+    labels = [label for label, _, _ in series]
+    colours = dict(zip(labels, sns.color_palette("tab10", len(series))))
+    bars = pd.DataFrame([(metric, label, value) for label, values, _ in series
+                         for metric, value in zip(metrics, values) if is_number(value)],
+                        columns=["metric", "series", "value"])
+    numbers = bars["value"].tolist()
     top = max([1.0] + numbers) * 1.05
-    cmap = plt.get_cmap("tab10")
-    with plt.rc_context(STYLE):
+    with figure_style():
         fig, ax = plt.subplots(figsize=SIZE)
+        # hue_order keeps a slot for every series, bars or not, so each bar sits where bar_centre says
+        sns.barplot(data=bars, x="metric", y="value", hue="series", order=metrics, hue_order=labels,
+                    palette=colours, width=BAR_GROUP_WIDTH, errorbar=None, legend=False, ax=ax)
+        handles = []
         for i, (label, values, is_fresh) in enumerate(series):
+            if is_fresh:
+                for patch in ax.containers[i]:
+                    patch.set_edgecolor("black")
             for j, value in enumerate(values):
-                x = j - 0.4 + width * (i + 0.5)
+                x = bar_centre(j, i, len(series))
                 if is_number(value):
-                    ax.bar(x, value, width=width, color=cmap(i % 10), edgecolor="black" if is_fresh else None,
-                           label=None if _labelled(ax, label) else label)
                     ax.text(x, value, f"{value:.3f}", rotation=90, fontsize=ANNOTATION_PT, ha="center",
                             va="bottom")
                 elif is_fresh:
@@ -150,33 +178,32 @@ def figure2(out_dir: str | Path, fresh: pd.DataFrame | None = None, stamp: Stamp
                     text = value.split(":")[0] if isinstance(value, str) else "not run"
                     ax.text(x, top * 0.03, text, rotation=90, fontsize=ANNOTATION_PT, ha="center", va="bottom")
                 else:
-                    _unknown_bar(ax, x, width, top, cmap(i % 10))
-            if not _labelled(ax, label):  # a series with no bar at all: the legend shows its marker and why
+                    _unknown_bar(ax, x, top, colours[label])
+            if any(is_number(v) for v in values):
+                handles.append(Patch(facecolor=colours[label], edgecolor="black" if is_fresh else "none",
+                                     label=label))
+            else:  # a series with no bar at all: the legend shows its marker and why
                 why = "no value computed" if is_fresh else NOT_PRINTED
-                ax.plot([], [], marker=NOT_PRINTED_MARKER, color=cmap(i % 10), linestyle="none",
-                        label=f"{label} ({why})")
-        ax.set_xticks(range(len(metrics)), metrics)
+                handles.append(plt.Line2D([], [], marker=NOT_PRINTED_MARKER, color=colours[label],
+                                          linestyle="none", label=f"{label} ({why})"))
+        ax.set_xlabel("")
         ax.set_ylim(0, top)
         ax.set_ylabel("score (higher is better)")
         ax.set_title("Figure 2 (reproduction): MIMIC-CXR report generation")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         _caption(fig, f"Published bars only where the paper prints the number; '{NOT_PRINTED_MARKER}' on the axis = "
                       "not printed in the paper (no value, not a zero).", stamp)
         fig.tight_layout(rect=(0, 0.1, 1, 1))
         return _save(fig, out_dir, name, stamp)
 
 
-def _labelled(ax, label: str) -> bool:
-    return label in ax.get_legend_handles_labels()[1]
-
-
 # ---------------------------------------------------------------- training loss curves (notebooks 03-05)
 
 def loss_figure(losses: list[float], stage: str, out_dir: str | Path, stamp: Stamp | None = None) -> dict[str, Path]:
     """A stage's per-step training loss as ``loss_<stage>.png/.pdf``."""
-    with plt.rc_context(STYLE):
+    with figure_style():
         fig, ax = plt.subplots(figsize=(5.0, 3.2))
-        ax.plot(range(1, len(losses) + 1), losses, marker="o", markersize=2)
+        sns.lineplot(x=list(range(1, len(losses) + 1)), y=losses, marker="o", markersize=2, errorbar=None, ax=ax)
         ax.set(xlabel="optimizer step", ylabel="training loss", title=f"{stage}: training loss per step")
         _caption(fig, f"{len(losses)} logged steps.", stamp)
         fig.tight_layout(rect=(0, 0.12, 1, 1))
