@@ -92,6 +92,7 @@ def test_missing_results_are_reported_not_invented(tmp_path, monkeypatch):
     assert "Lingshu-32B · SLAKE" in done.tables["cross_paper"]["markdown"].read_text()
     rules = done.tables["scoring_protocols"]["markdown"].read_text()  # reviewer mode: the rule per benchmark
     assert "| MMMU-Med (dev) | MMMU parser (random fallback) |" in rules and "No fresh results" in rules
+    assert "claims_audit_fresh" not in done.tables and "two or more models" in done.missing["claims_audit_fresh"]
 
 
 def test_reviewer_cli_needs_no_model(tmp_path):

@@ -124,3 +124,48 @@ def test_cross_paper_lists_the_seed_papers_own_models_with_fresh_scores():
     lingshu7 = [i for i in frame.index if i.startswith("Lingshu-7B · ")]
     assert len(lingshu7) == 3 + 6 + 3 + 9  # Lingshu Tables 6, 7, 9 and MedMO Table 1, accuracy only
     assert frame.loc["Lingshu-7B · MedQA (Lingshu Table 7)", "medkit strict (fresh)"] == "–"  # not run
+
+
+def write_result(eval_out, model, benchmark, correct, ids=None):
+    import json
+
+    folder = eval_out / "results" / model
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = ids or [f"{benchmark}-{i}" for i in range(len(correct))]
+    record = {"model": model, "benchmark": benchmark, "title": benchmark.upper(), "table": "5", "source": "native",
+              "n": len(correct), "metrics": {"accuracy": sum(correct) / len(correct), "ci_low": 0.0, "ci_high": 1.0,
+                                             "unparsed_rate": 0.0, "lenient_accuracy": sum(correct) / len(correct)}}
+    (folder / f"{benchmark}.json").write_text(json.dumps(record))
+    (folder / f"{benchmark}.items.json").write_text(json.dumps([{"id": i, "correct": c} for i, c in zip(ids, correct)]))
+
+
+def test_fresh_audit_pairs_first_and_second_on_the_same_items(tmp_path):
+    from medkit.reporting.paired import fresh_claims_audit
+    from medkit.reporting.tables import load_results
+
+    # 200 items: model a right on 110, b on the same 110 minus 10 -> a leads by 5 points, always on the
+    # same items, so the paired test is decisive where an unpaired one at n=200 is not
+    a = [i < 110 for i in range(200)]
+    b = [i < 100 for i in range(200)]
+    write_result(tmp_path, "medmo-8b", "medqa", a)
+    write_result(tmp_path, "lingshu-7b", "medqa", b)
+    write_result(tmp_path, "medmo-8b", "pubmedqa", [True, False])  # one model only: no row
+    frame = fresh_claims_audit(load_results(tmp_path), tmp_path, seed=0)
+    row = frame.loc["MEDQA"]
+    assert (row["First"], row["Second"], row["n"]) == ("medmo-8b", "lingshu-7b", 200)
+    assert row["Difference"] == pytest.approx(5.0)
+    assert 0 < row["CI low"] < 5 < row["CI high"] and float(row["p (paired)"]) < 0.01 and row["p < 0.05"] == "yes"
+    assert list(frame.index) == ["MEDQA"]
+    from statsmodels.stats.proportion import proportions_ztest
+
+    assert proportions_ztest([110, 100], [200, 200])[1] > 0.05  # unpaired: not significant at this n
+
+
+def test_fresh_audit_refuses_to_pair_different_items(tmp_path):
+    from medkit.reporting.paired import fresh_claims_audit
+    from medkit.reporting.tables import load_results
+
+    write_result(tmp_path, "medmo-8b", "medqa", [True, True, False])
+    write_result(tmp_path, "lingshu-7b", "medqa", [True, False, False], ids=["x", "y", "z"])
+    row = fresh_claims_audit(load_results(tmp_path), tmp_path).loc["MEDQA"]
+    assert row["Difference"].startswith("not computed: models were scored on different ids")

@@ -9,7 +9,9 @@ the ablation's ``results.json``) and writes, each with the same provenance stamp
   item counts beside the printed ones where a run exists.
 * ``figures/``: Figure 1 (encoder ablation, when its results exist) and Figure 2 (PNG + PDF).
 * ``paper_tables/claims_audit.*``: the paper's comparisons and numeric claims tested at Table 3's item
-  counts, from the published numbers alone (:mod:`medkit.reporting.claims`); ``cross_paper.*``: the
+  counts, from the published numbers alone (:mod:`medkit.reporting.claims`), and ``claims_audit_fresh.*``
+  where a run evaluated two or more models on one benchmark, paired on the same items
+  (:mod:`medkit.reporting.paired`); ``cross_paper.*``: the
   baselines' numbers beside what other papers print for them (:mod:`medkit.reporting.cross_paper`);
   ``scoring_protocols.*``: each multiple-choice result scored strict, lenient and by MedEvalKit's rule, or
   in reviewer mode the rule per benchmark (:mod:`medkit.reporting.protocols`).
@@ -35,6 +37,7 @@ import pandas as pd
 from medkit.profiles import CONFIG_DIR, PROFILE_NAMES
 from medkit.reporting.claims import claims_audit
 from medkit.reporting.cross_paper import cross_paper
+from medkit.reporting.paired import fresh_claims_audit
 from medkit.reporting.protocols import scoring_protocols
 from medkit.reporting.outputs import staged_outputs
 from medkit.reporting.provenance import Stamp, make_stamp
@@ -212,6 +215,12 @@ def render_all(inputs: Inputs, tables_dir: Path, figures_dir: Path, stamp: Stamp
         done.missing["figure1"] = f"no encoder-ablation results at {inputs.ablation_path} (run notebook 02)"
     done.figures["figure2"] = figure2(figures_dir, fresh=fresh.get("figure2"), stamp=stamp)
     done.tables["claims_audit"] = render_table(claims_audit(), "claims_audit", tables_dir, stamp)
+    paired = fresh_claims_audit(inputs.results, inputs.eval_out, stamp.seed or 0) if inputs.results else None
+    if paired is None:
+        done.missing["claims_audit_fresh"] = ("needs results of two or more models on one multiple-choice "
+                                              "benchmark (medkit eval each model into the same --out)")
+    else:
+        done.tables["claims_audit_fresh"] = render_table(paired, "claims_audit_fresh", tables_dir, stamp)
     done.tables["cross_paper"] = render_table(cross_paper(inputs.results), "cross_paper", tables_dir, stamp)
     done.tables["scoring_protocols"] = render_table(scoring_protocols(inputs.results), "scoring_protocols",
                                                     tables_dir, stamp)
