@@ -127,7 +127,8 @@ class TrainingSection:
     learning_rate: dict[str, float | dict[str, float]] = field(default_factory=dict)
     # stage name -> {synthetic task: weight}: how many times each training record of the task is drawn per
     # epoch (2.0: twice; 0.5: a seeded half); tasks left out keep 1. Only the synthetic corpus (tiny
-    # profile) is weighted: Table 1's mixture trains every record once, as the paper does.
+    # profile) is weighted: Table 1's mixture trains every record once, as the paper does, and a stage
+    # given a data root refuses weights rather than ignore them.
     task_weights: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

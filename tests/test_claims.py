@@ -66,6 +66,9 @@ def test_a_claim_whose_number_the_tables_do_not_give_does_not_hold():
     assert check_claim(replace(count, printed=[9, 17]), counts)["Holds"] == "no"
     change = next(c for c in load_claims() if c.id == "icl_loss_hulu_trial")
     assert check_claim(replace(change, direction="gain"), counts)["Holds"] == "no"
+    first = next(c for c in load_claims() if c.id == "medframeqa_first")
+    assert check_claim(first, counts)["Holds"] == "yes" and check_claim(first, counts)["Printed"] == "score 63.01"
+    assert check_claim(replace(first, score=63.1), counts)["Holds"] == "no"  # the sentence's own score differs
 
 
 def test_every_row_of_tables_4_to_6_is_audited_first_against_second():

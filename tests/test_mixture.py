@@ -108,6 +108,16 @@ def test_missing_datasets_are_named_before_training(data_root):
         check_stage_sources(PRETRAIN, data_root=empty, skip_missing=True)
 
 
+def test_task_weights_are_refused_for_a_table1_mixture(data_root):
+    # the weights act on synthetic tasks only; on a data root they would silently do nothing
+    from dataclasses import replace
+
+    weighted_stage = replace(PRETRAIN, synthetic_weights={"caption": 2.0})
+    with pytest.raises(MixtureError, match=r"task_weights\.pretrain \(caption\).*Table 1 mixture"):
+        check_stage_sources(weighted_stage, data_root=data_root, skip_missing=True)
+    check_stage_sources(PRETRAIN, data_root=data_root, skip_missing=True)  # unweighted: fine
+
+
 def test_mixture_reads_jsonl_and_saved_datasets(data_root, processor):
     dataset, report = stage_dataset(PRETRAIN, processor, data_root=data_root, skip_missing=True)
     assert len(dataset) == 9 and report.records == 9

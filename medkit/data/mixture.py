@@ -537,10 +537,8 @@ def stage_dataset(stage, processor: MedGPTOssProcessor | None, *, corpus: str | 
                               Path(lengths_dir) if lengths_dir else None, workers)
     parts = []
     for name, path, examples, split in sources:
-        dataset, source = read_source(name, path, processor, _excluded_here(exclude, path, data_root), examples,
-                                      split, lengths, data_root)
-        if dataset is not None and data_root is None:
-            dataset = weighted(dataset, source, stage.synthetic_weights.get(name, 1.0))
+        dataset, source = read_stage_source(stage, name, path, processor, _excluded_here(exclude, path, data_root),
+                                            examples, split, lengths, data_root)
         report.sources.append(source)
         if dataset is not None and len(dataset):
             parts.append(dataset)
@@ -552,6 +550,15 @@ def stage_dataset(stage, processor: MedGPTOssProcessor | None, *, corpus: str | 
     if not parts:
         raise MixtureError(f"stage {stage.name}: no training records left (report: {report.to_dict()})")
     return (parts[0] if len(parts) == 1 else ConcatDataset(parts)), report
+
+
+def read_stage_source(stage, name: str, path: Path, processor, exclude: set[str], examples, split,
+                      lengths=None, data_root=None):
+    """``read_source`` with a synthetic task's weight applied (training and the dry run read alike)."""
+    dataset, source = read_source(name, path, processor, exclude, examples, split, lengths, data_root)
+    if dataset is not None and data_root is None:
+        dataset = weighted(dataset, source, stage.synthetic_weights.get(name, 1.0))
+    return dataset, source
 
 
 def weighted_indices(count: int, weight: float, key: str) -> list[int]:
@@ -605,12 +612,10 @@ def stage_record_counts(stage, *, corpus: str | Path | None = None, data_root: s
     report = DataReport(stage.name, stage.mixture if data_root else "synthetic",
                         str(leakage_report) if leakage_report else None)
     for name, path, examples, split in _sources(stage, corpus, data_root):
-        dataset, source = read_source(name, path, None, _excluded_here(exclude, path, data_root), examples, split,
-                                      data_root=data_root)
+        dataset, source = read_stage_source(stage, name, path, None, _excluded_here(exclude, path, data_root),
+                                            examples, split, data_root=data_root)
         if isinstance(dataset, ArrowConversationDataset):
             dataset.validate_rows()  # JSONL records were validated as they were read
-        if dataset is not None and data_root is None:
-            weighted(dataset, source, stage.synthetic_weights.get(name, 1.0))
         report.sources.append(source)
     return report
 
@@ -631,6 +636,11 @@ def check_stage_sources(stage, *, corpus: str | Path | None = None, data_root: s
         raise ValueError("stage data: give exactly one of corpus (synthetic tasks) or data_root (Table 1 mixture)")
     if data_root is not None and not Path(data_root).is_dir():
         raise MixtureError(f"data root {data_root} is not a folder")
+    if data_root is not None and stage.synthetic_weights:
+        # Table 1 fixes each dataset's examples; weights that silently did nothing would misreport the run
+        raise MixtureError(f"stage {stage.name}: training.task_weights.{stage.name} "
+                           f"({', '.join(sorted(stage.synthetic_weights))}) weights synthetic tasks, but this stage "
+                           f"reads the Table 1 mixture under {data_root}; remove them from the profile")
     excluded_ids(leakage_report)
     sources = _sources(stage, corpus, data_root)
     missing = [(name, path, why) for name, path, _, _ in sources if (why := absence(path))]

@@ -50,6 +50,7 @@ class Claim:
     metric: str | None = None
     other: str | None = None
     printed: float | list[float] | None = None
+    score: float | None = None  # the model's own score as the sentence prints it (rank claims)
     between: list[float] | None = None
     direction: Literal["gain", "loss"] | None = None
     unrankable: list[str] = field(default_factory=list)
@@ -160,7 +161,7 @@ def p_text(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def row_audit(table: str, row, counts: dict[str, int]) -> dict[str, str]:
+def row_audit(row, counts: dict[str, int]) -> dict[str, str]:
     n = counts[row.benchmark]
     (first, a), (second, b) = ranked(row_values(row))[:2]
     cells = {"Compared": f"first {first} {a:.2f} vs second {second} {b:.2f}", "Printed": "–", "Holds": "–",
@@ -210,12 +211,15 @@ def rank_claim(claim: Claim, counts: dict[str, int]) -> dict[str, str]:
     place = 1 + sum(v > ours for v in values.values())
     difference = round(ours - theirs, 2)
     printed_ok = claim.printed is None or math.isclose(difference, claim.printed, abs_tol=1e-9)
+    score_ok = claim.score is None or math.isclose(ours, claim.score, abs_tol=1e-9)
     if claim.kind == "beats":
-        holds = ours > theirs
+        holds = score_ok and ours > theirs
     else:
-        holds = printed_ok and place == (2 if claim.kind == "gap" else 1)
+        holds = printed_ok and score_ok and place == (2 if claim.kind == "gap" else 1)
     test = compare_proportions(ours, theirs, counts[row.benchmark])
-    return {"Printed": "–" if claim.printed is None else fmt(claim.printed),
+    printed = [fmt(claim.printed)] if claim.printed is not None else []
+    printed += [f"score {claim.score:.2f}"] if claim.score is not None else []
+    return {"Printed": "; ".join(printed) or "–",
             "Recomputed": f"{claim.model} {ours:.2f} ({ordinal(place)}) vs {rival} {theirs:.2f}",
             "Holds": "yes" if holds else "no", "Difference (points)": fmt(difference),
             "95% CI (points)": interval_text(test), "p": p_text(test.p_value),
@@ -308,7 +312,7 @@ def claims_audit() -> pd.DataFrame:
     counts = item_counts()
     records, index = [], []
     for table, row in table_rows():
-        records.append(row_audit(table, row, counts))
+        records.append(row_audit(row, counts))
         index.append(f"Table {table} · {row.label}")
     for claim in load_claims():
         records.append(check_claim(claim, counts))
