@@ -16,6 +16,8 @@ import yaml
 from medkit.config import ConfigError, from_dict, load_yaml
 
 CONFIG_DIR = Path(str(resources.files("medkit") / "configs"))
+# the baselines registry: read by the evaluator (medkit.eval.baselines) and, without torch, by reporting
+BASELINES_PATH = CONFIG_DIR / "baselines.yaml"
 PROFILE_NAMES = ("tiny", "paper")
 
 

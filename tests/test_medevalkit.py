@@ -174,3 +174,16 @@ def test_protocol_table_puts_each_result_three_ways():
     slake = frame.loc["SLAKE (English) · MedGPT-OSS"]
     assert slake["MedEvalKit protocol"] == PREDATES  # an older result file says so, never a number
     assert slake["Paper prints"] != slake["Paper prints"]  # NaN: a synthetic run is not set beside the paper
+
+
+def test_protocol_table_finds_the_paper_value_for_models_sharing_a_label():
+    # medkit and medgpt-oss-20b both stand for MedGPT-OSS, so their headers are "MedGPT-OSS [<model>]"; each
+    # native row must still show the paper's MedGPT-OSS value (a lookup by header finds nothing)
+    from medkit.reporting.protocols import scoring_protocols
+
+    results = [{"model": model, "benchmark": "medqa", "title": "MedQA", "table": "5", "source": "native",
+                "n": 1273, "metrics": {"accuracy": 0.5, "unparsed_rate": 0.0, "lenient_accuracy": 0.5}}
+               for model in ("medkit", "medgpt-oss-20b")]
+    frame = scoring_protocols(results)
+    assert list(frame.index) == ["MedQA · MedGPT-OSS [medgpt-oss-20b]", "MedQA · MedGPT-OSS [medkit]"]
+    assert list(frame["Paper prints"]) == pytest.approx([70.11, 70.11])

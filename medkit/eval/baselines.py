@@ -39,8 +39,9 @@ from medkit.data.schema import Sample, content_parts, message_text, resolve_imag
 from medkit.eval.adapters import weights_fingerprint
 from medkit.eval.generation import Completion, DecodeSettings, trim_padding
 from medkit.model.image_processing import load_image
+from medkit.profiles import BASELINES_PATH
 
-BASELINES_YAML = Path(__file__).resolve().parent.parent / "configs" / "baselines.yaml"
+BASELINES_YAML = BASELINES_PATH
 
 Extraction = Literal["plain", "strip_think", "think_answer"]
 SYSTEM_PROMPT_POLICY = "spec-first-then-sample"

@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from medkit.profiles import CONFIG_DIR, PROFILE_NAMES
+from medkit.profiles import BASELINES_PATH, CONFIG_DIR, PROFILE_NAMES
 from medkit.reporting.claims import claims_audit
 from medkit.reporting.cross_paper import cross_paper
 from medkit.reporting.paired import fresh_claims_audit
@@ -95,7 +95,7 @@ def config_files(profile: str) -> list[Path]:
     profile_path = CONFIG_DIR / "profiles" / f"{profile}.yaml" if profile in PROFILE_NAMES else Path(profile)
     ablation = CONFIG_DIR / "ablation" / (f"{profile}.yaml" if profile in PROFILE_NAMES else "paper.yaml")
     return [profile_path, CONFIG_DIR / "encoders.yaml", CONFIG_DIR / "datasets" / "table1.yaml",
-            *sorted((CONFIG_DIR / "stages").glob("*.yaml")), ablation, CONFIG_DIR / "baselines.yaml",
+            *sorted((CONFIG_DIR / "stages").glob("*.yaml")), ablation, BASELINES_PATH,
             CONFIG_DIR / "published.yaml", CONFIG_DIR / "claims.yaml",
             CONFIG_DIR / "other_papers.yaml"]
 

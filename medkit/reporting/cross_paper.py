@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from medkit.config import ConfigError, load_yaml
-from medkit.profiles import CONFIG_DIR
+from medkit.profiles import BASELINES_PATH, CONFIG_DIR
 from medkit.reporting.published import load_published, model_labels, result_spec
 
 OTHER_PAPERS_PATH = CONFIG_DIR / "other_papers.yaml"
@@ -62,7 +62,7 @@ class OtherPapers:
         if unknown:
             raise ConfigError(f"{OTHER_PAPERS_PATH}: models map to unknown paper columns {unknown}")
         # read off the YAML: reviewer mode does not import the evaluation adapters (torch, transformers)
-        baselines = {b["name"] for b in yaml.safe_load((CONFIG_DIR / "baselines.yaml").read_text())["baselines"]}
+        baselines = {b["name"] for b in yaml.safe_load(BASELINES_PATH.read_text())["baselines"]}
         unknown = sorted(set(self.self_reported.values()) - baselines)
         if unknown:
             raise ConfigError(f"{OTHER_PAPERS_PATH}: self_reported names unknown baselines {unknown}")
@@ -95,8 +95,15 @@ FRESH_COLUMNS = ("medkit strict (fresh)", "medkit lenient (fresh)", "medkit MedE
                  "medkit n (fresh)")
 
 
-def percent(value: Any) -> str:
-    return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "–"
+def percent(value: Any) -> float | None:
+    """A rate as a percentage; None where the result file has no number."""
+    return 100.0 * value if isinstance(value, (int, float)) else None
+
+
+def percent_cell(value: Any) -> str:
+    """A rate as a table cell: two decimals, as the papers print them, or '–'."""
+    pct = percent(value)
+    return "–" if pct is None else f"{pct:.2f}"
 
 
 def fresh_scores(results: list[dict[str, Any]], adapters: set[str], benchmark: str) -> dict[str, str]:
@@ -108,8 +115,8 @@ def fresh_scores(results: list[dict[str, Any]], adapters: set[str], benchmark: s
     if record is None:
         return dict.fromkeys(FRESH_COLUMNS, "–")
     metrics = record.get("metrics", {})
-    return dict(zip(FRESH_COLUMNS, (percent(metrics.get("accuracy")), percent(metrics.get("lenient_accuracy")),
-                                    percent(metrics.get("medevalkit_accuracy")), f"{record.get('n', '–')}")))
+    return dict(zip(FRESH_COLUMNS, (percent_cell(metrics.get("accuracy")), percent_cell(metrics.get("lenient_accuracy")),
+                                    percent_cell(metrics.get("medevalkit_accuracy")), f"{record.get('n', '–')}")))
 
 
 def paper_adapters(column: str) -> set[str]:

@@ -16,15 +16,11 @@ from typing import Any
 import pandas as pd
 
 from medkit.eval.medevalkit import rule_for
-from medkit.reporting.cross_paper import medgpt_oss_paper_values
-from medkit.reporting.tables import NOT_COMPUTED, column_names
+from medkit.reporting.cross_paper import medgpt_oss_paper_values, percent
+from medkit.reporting.tables import NOT_COMPUTED, column_names, paper_columns
 
 PREDATES = (f"{NOT_COMPUTED}: the result file predates the MedEvalKit-protocol score (medkit eval --rescore "
             "recomputes it from the prediction store without the model)")
-
-
-def percent(value: Any) -> float | None:
-    return 100.0 * value if isinstance(value, (int, float)) else None
 
 
 SCORE_COLUMNS = ("Items from", "n", "Strict (paper's rule)", "Unparsed", "Lenient", "MedEvalKit protocol",
@@ -43,7 +39,8 @@ def rule_sources(benchmarks: list[tuple[str, str]]) -> str:
     return "MedEvalKit rule after: " + "; ".join(f"{title}: {rule_for(name).note}" for name, title in benchmarks) + "."
 
 
-def protocol_row(record: dict[str, Any], label: str, printed: dict[tuple[str, str], float]) -> dict[str, Any]:
+def protocol_row(record: dict[str, Any], paper_label: str | None, printed: dict[tuple[str, str], float]) -> dict[str, Any]:
+    """One result's row; ``paper_label`` is the paper column its model stands for (None: not a paper model)."""
     metrics = record["metrics"]
     strict, lenient = percent(metrics["accuracy"]), percent(metrics.get("lenient_accuracy"))
     medevalkit = percent(metrics.get("medevalkit_accuracy"))
@@ -59,7 +56,7 @@ def protocol_row(record: dict[str, Any], label: str, printed: dict[tuple[str, st
         "MedEvalKit guessed": percent(metrics.get("medevalkit_fallback_rate")) if medevalkit is not None else PREDATES,
         "Lenient - strict": lenient - strict if lenient is not None else float("nan"),
         "MedEvalKit - strict": medevalkit - strict if medevalkit is not None else PREDATES,
-        "Paper prints": printed.get((label, record["benchmark"]), float("nan")) if native else float("nan"),
+        "Paper prints": printed.get((paper_label, record["benchmark"]), float("nan")) if native else float("nan"),
     }
 
 
@@ -79,8 +76,10 @@ def scoring_protocols(results: list[dict[str, Any]]) -> pd.DataFrame:
     mc = sorted((r for r in results if "accuracy" in r.get("metrics", {})),
                 key=lambda r: (r.get("table", ""), r["benchmark"], r["model"]))
     columns, printed = column_names(r["model"] for r in mc), medgpt_oss_paper_values()
+    # a shared label's header is "<label> [<model>]"; the paper's value is looked up by the label itself
+    paper_of = paper_columns(columns)
     if mc:
-        frame = pd.DataFrame([protocol_row(r, columns[r["model"]], printed) for r in mc],
+        frame = pd.DataFrame([protocol_row(r, paper_of.get(columns[r["model"]]), printed) for r in mc],
                              index=[f"{r.get('title', r['benchmark'])} · {columns[r['model']]}" for r in mc])
         shown = list(dict.fromkeys((r["benchmark"], r.get("title", r["benchmark"])) for r in mc))
     else:

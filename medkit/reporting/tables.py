@@ -297,12 +297,12 @@ def column_names(models: Iterable[str]) -> dict[str, str]:
 
 def _column_order(columns: dict[str, str]) -> list[str]:
     """Headers in the paper's column order first (a shared label's columns together), then the rest sorted."""
-    label_of = _paper_columns(columns)
+    label_of = paper_columns(columns)
     place = {label: i for i, label in enumerate(model_labels())}
     return sorted(columns.values(), key=lambda c: (place.get(label_of.get(c), len(place)), c))
 
 
-def _paper_columns(columns: dict[str, str]) -> dict[str, str]:
+def paper_columns(columns: dict[str, str]) -> dict[str, str]:
     """Fresh header -> the paper column it is compared with (only headers that stand for a paper column)."""
     labels, paper = adapter_labels(), set(model_labels())
     found = {header: labels.get(model, model) for model, header in columns.items()}
@@ -328,7 +328,7 @@ def _result_cells(records: list[dict[str, Any]], table: str) -> tuple[pd.DataFra
         frame.index.name = "Dataset" if spec.unit == "percent" else "Metric"
         frame.attrs.update(caption=f"Fresh run, {spec.caption}", unit=spec.unit, decimals=spec.decimals,
                            missing=NOT_RUN, benchmarks=[r.benchmark for r in spec.rows],
-                           metrics=[r.metric for r in spec.rows], paper_columns=_paper_columns(shown))
+                           metrics=[r.metric for r in spec.rows], paper_columns=paper_columns(shown))
     return values, cis
 
 
