@@ -41,6 +41,34 @@ def test_stand_ins_are_trained_once_and_reused(corpus, monkeypatch):
         ensure_standin_encoder(load_profile("tiny", encoder="siglip"), corpus)
 
 
+def test_a_rebuilt_tokenizer_is_not_served_stale_stand_ins(corpus, monkeypatch, tmp_path):
+    """The profile names its tokenizer ("tiny"); a rebuild changes the vocabulary under that name, and a
+    stand-in trained with the old token ids must not be reused."""
+    import shutil
+
+    import medkit.chat.tokenizer as tokenizer_module
+    import medkit.training.standins as standins
+
+    profile = load_profile("tiny")
+    ensure_standin_lm(profile, corpus), ensure_standin_encoder(profile, corpus)
+    rebuilt = tmp_path / "tiny_tokenizer"
+    shutil.copytree(tokenizer_module.TINY_TOKENIZER_DIR, rebuilt)
+    vocab = json.loads((rebuilt / "tokenizer.json").read_text())
+    vocab["model"]["merges"].reverse()  # same name and size, other merges: another tokenizer
+    (rebuilt / "tokenizer.json").write_text(json.dumps(vocab))
+    monkeypatch.setattr(tokenizer_module, "TINY_TOKENIZER_DIR", rebuilt)
+
+    def retrained(*args):
+        raise RuntimeError("retrained")
+
+    monkeypatch.setattr(standins, "train_standin_lm", retrained)
+    monkeypatch.setattr(standins, "train_standin_encoder", retrained)
+    with pytest.raises(RuntimeError, match="retrained"):
+        ensure_standin_lm(profile, corpus)
+    with pytest.raises(RuntimeError, match="retrained"):
+        ensure_standin_encoder(profile, corpus)
+
+
 def test_a_stand_in_is_the_same_bytes_on_a_second_corpus_copy(corpus, tmp_path):
     """Seeded: the same corpus elsewhere gives byte-identical weights (so cached or not, one result)."""
     import shutil

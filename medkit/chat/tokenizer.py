@@ -9,6 +9,7 @@ the kit's image tokens. Rebuild it with ``python -m medkit.chat.tokenizer --rebu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import itertools
 import logging
@@ -160,6 +161,21 @@ def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrained
     if added:
         logger.info("added %d image token(s) to %s; the model's embeddings must be resized", added, name_or_path)
     return tokenizer
+
+
+def tokenizer_fingerprint(name_or_path: str, revision: str | None = None) -> str:
+    """sha256 over the tokenizer's files for "tiny" or a local folder (a rebuilt tokenizer gets a new one,
+    so whatever was trained with the old vocabulary is not reused); a hub id is named by id and revision."""
+    if name_or_path == "tiny":
+        folder = TINY_TOKENIZER_DIR
+    elif _looks_local(name_or_path) or Path(name_or_path).expanduser().is_dir():
+        folder = Path(name_or_path).expanduser()
+    else:
+        return hashlib.sha256(f"{name_or_path}@{revision}".encode()).hexdigest()
+    digest = hashlib.sha256()
+    for file in sorted(f for f in folder.iterdir() if f.is_file()):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _looks_local(name_or_path: str) -> bool:

@@ -3,9 +3,9 @@
 The paper adapts a pretrained GPT-oss-20B and pretrained vision encoders; the tiny profile's toy models
 are random. Each is therefore trained once on the synthetic corpus's *training* split and cached beside
 the corpus (``<corpus>/../standins/<kind>-<key>/``), keyed by a hash of everything that decides its
-weights: the corpus manifest, the profile's model section, the stand-in's settings and the seed. The
-ablation (every encoder) and the curriculum's first stage start from the same files, as both start from
-the same releases on the paper profile.
+weights: the corpus manifest, the profile's model section, the tokenizer's files, the stand-in's settings
+and the seed. The ablation (every encoder) and the curriculum's first stage start from the same files,
+as both start from the same releases on the paper profile.
 
 * **language model** (the GPT-oss stand-in): the toy LLM trained on the training conversations with
   their images removed, so it knows the corpus's language and the harmony reply format.
@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from medkit.chat.tokenizer import tokenizer_fingerprint
 from medkit.data.synthetic import MANIFEST_NAME
 from medkit.profiles import Profile, StandinEncoder, StandinLM
 
@@ -54,9 +55,12 @@ def corpus_digest(corpus_dir: Path) -> str:
 
 
 def cache_key(kind: str, profile: Profile, corpus_dir: Path, settings, **extra) -> str:
+    tokenizer = profile.model.tokenizer
     payload = {"format": FORMAT, "kind": kind, "seed": profile.seed, "model": asdict(profile.model),
                "tiling": asdict(profile.tiling), "chat": asdict(profile.chat), "settings": asdict(settings),
-               "corpus": corpus_digest(corpus_dir), **extra}
+               "corpus": corpus_digest(corpus_dir),
+               # the profile names its tokenizer; a rebuild changes the vocabulary under the same name
+               "tokenizer": tokenizer_fingerprint(tokenizer, profile.model.revisions.get(tokenizer)), **extra}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
