@@ -3,7 +3,8 @@
 In JupyterLab tqdm draws a widget; but an executed copy written by papermill opens untrusted, and an
 untrusted widget shows its first frame (``0%| | 0/30``) forever. The notebook runner therefore sets
 ``MEDKIT_PLAIN_PROGRESS=1`` for its kernels, and every medkit bar is then tqdm's plain-text bar, whose
-last line (``100%|##########| 30/30``) is what the saved output shows.
+last line (``100%|##########| 30/30``) is what the saved output shows. transformers' own bars (loading
+and writing weights) are routed to the same plain bar there (``plain_library_bars``).
 """
 
 from __future__ import annotations
@@ -37,3 +38,18 @@ def progress_note(text: str) -> None:
     from tqdm.std import tqdm
 
     tqdm.write(text)
+
+
+def plain_library_bars() -> None:
+    """Under the notebook runner, transformers' bars ("Loading weights", "Writing model shards") become
+    the plain-text bar too: left as widgets they read ``0%| | 0/132`` in every executed copy."""
+    if not plain_progress():
+        return
+    from tqdm.auto import tqdm as auto_tqdm
+    from transformers.utils import logging as hf_logging
+
+    def plain_unless_disabled(factory, args, kwargs):
+        # ``factory`` is tqdm.auto's bar, or transformers' empty shim when its bars are switched off
+        return progress_bar(*args, **kwargs) if factory is auto_tqdm else factory(*args, **kwargs)
+
+    hf_logging.set_tqdm_hook(plain_unless_disabled)

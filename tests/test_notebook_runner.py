@@ -130,3 +130,14 @@ def test_an_executed_copy_shows_its_finished_progress_bar_as_text(project):
     assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     text = "".join(o.get("text", "") for o in outputs)
     assert "train: 100%" in text and "30/30" in text.split("\r")[-1]
+
+
+def test_transformers_own_bars_are_plain_text_in_an_executed_copy(project):
+    """Loading or saving weights draws transformers' bar, a widget by default: it must be text as well."""
+    add_notebooks(project, **{"01_library": "library_progress"})
+    assert medkit_notebooks("--run-id", "library") == 0
+    nb = nbformat.read(project / "runs" / "library" / "01_library.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    last_frames = [line.split("\r")[-1] for line in "".join(o.get("text", "") for o in outputs).splitlines()]
+    assert any(frame.startswith("Loading weights: 100%") for frame in last_frames), last_frames

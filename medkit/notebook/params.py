@@ -15,6 +15,7 @@ from typing import Any
 
 from medkit.config import ConfigError, from_dict
 from medkit.profiles import PROFILE_NAMES, encoder_registry
+from medkit.progress import plain_library_bars
 
 SMOKE_ENV = "MEDKIT_SMOKE"
 RUN_DIR_ENV = "MEDKIT_RUN_DIR"  # overrides run_dir (the nbval run in `make test` points it at a temp folder)
@@ -119,6 +120,7 @@ def notebook_parameters(namespace: dict[str, Any]) -> NotebookParameters:
     Called right after the parameters cell (and papermill's injected one), where every plain value in the
     namespace is a parameter: any other is an unknown name (papermill itself only warns about those)."""
     check_names(namespace)
+    plain_library_bars()  # the kernel's setup: the first medkit call of every notebook
     values = {n: namespace[n] for n in NAMES if n in namespace}
     if os.environ.get(RUN_DIR_ENV):
         values["run_dir"] = os.environ[RUN_DIR_ENV]
