@@ -138,3 +138,60 @@ def test_shared_thumbnails_are_decoded_afresh_for_a_rewritten_corpus(tmp_path):
     assert resized((path,), 8, "digest-1")[0].getpixel((0, 0)) == first  # same digest: shared
     assert resized((path,), 8, "digest-2")[0].getpixel((0, 0)) == (0, 0, 255)
     resized.cache_clear()
+
+
+def test_the_shipped_stand_ins_are_the_default_runs_and_load_into_the_tiny_model():
+    """medkit/assets/standins holds, for the corpus digest it records, exactly the folders the tiny profile
+    would look up (the language model and every registry encoder): a change to the profile, the stand-in
+    settings or the tokenizer that leaves them stale fails here, not as a silent retraining."""
+    from dataclasses import asdict
+
+    from medkit.model.build import build_tiny_model
+    from medkit.profiles import encoder_registry
+    from medkit.training.standins import SHIPPED_DIR, SHIPPED_RECORD, key_for, text_only_profile
+
+    record = json.loads((SHIPPED_DIR / SHIPPED_RECORD).read_text())
+    lm_profile = text_only_profile(load_profile("tiny"))
+    expected = [f"language_model-{key_for('language_model', lm_profile, record['corpus'], lm_profile.standins.language_model)}"]
+    for name in encoder_registry():
+        profile = load_profile("tiny", encoder=name)
+        key = key_for("encoder", profile, record["corpus"], profile.standins.encoder, encoder=asdict(profile.encoder))
+        expected.append(f"encoder-{name}-{key}")
+    assert record["folders"] == expected
+    assert sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir()) == sorted(expected)
+    tokenizer = load_tokenizer("tiny")
+    lm = SHIPPED_DIR / expected[0]
+    model = build_tiny_model(load_profile("tiny"), tokenizer)
+    model.model.language_model.load_state_dict(load_file(lm / LM_FILES[0]))  # strict: every key, every shape
+    model.lm_head.load_state_dict(load_file(lm / LM_FILES[1]))
+    for name, folder in zip(encoder_registry(), expected[1:]):
+        tower = build_tiny_model(load_profile("tiny", encoder=name), tokenizer).model.vision_tower
+        tower.load_state_dict(load_file(SHIPPED_DIR / folder / TOWER_FILE))
+
+
+def test_a_run_whose_keys_match_copies_the_shipped_stand_ins_instead_of_training(corpus, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import medkit.training.standins as standins
+
+    shipped = tmp_path / "shipped"
+    names = standins.ship(corpus, into=shipped)
+    assert len(names) == 5 and json.loads((shipped / standins.SHIPPED_RECORD).read_text())["folders"] == names
+    monkeypatch.setattr(standins, "SHIPPED_DIR", shipped)
+
+    def retrained(*args):
+        raise RuntimeError("retrained")
+
+    monkeypatch.setattr(standins, "train_standin_lm", retrained)
+    monkeypatch.setattr(standins, "train_standin_encoder", retrained)
+    fresh = tmp_path / "fresh" / "corpus"  # a new run's corpus: the same files, nothing cached beside it
+    shutil.copytree(corpus, fresh)
+    lm = ensure_standin_lm(load_profile("tiny"), fresh)
+    assert lm.parent == fresh.parent / "standins" and "shipped copy" in capsys.readouterr().out
+    assert (lm / LM_FILES[0]).read_bytes() == (shipped / lm.name / LM_FILES[0]).read_bytes()
+    (shipped / names[1] / TOWER_FILE).unlink()  # an incomplete shipped copy is not served
+    with pytest.raises(RuntimeError, match="retrained"):
+        ensure_standin_encoder(load_profile("tiny"), fresh)
+    assert not (fresh.parent / "standins" / names[1]).exists()
+    with pytest.raises(FileNotFoundError, match="not a corpus folder"):
+        standins.ship(tmp_path / "nothing", into=shipped)
