@@ -162,6 +162,9 @@ class StandinLM:
     epochs: float
     learning_rate: float
     batch_size: int
+    # then a second pass over these tasks alone (a release tuned on a task the mixed pass under-trains)
+    focus_data: list[str] = field(default_factory=list)
+    focus_epochs: float = 0.0
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The tiny profile's stand-ins for the released checkpoints: trained once per corpus and profile, cached
 by what decides their weights, deterministic, actually trained, and what the first stage starts from."""
 
+import copy
 import json
 
 import pytest
@@ -195,3 +196,18 @@ def test_a_run_whose_keys_match_copies_the_shipped_stand_ins_instead_of_training
     assert not (fresh.parent / "standins" / names[1]).exists()
     with pytest.raises(FileNotFoundError, match="not a corpus folder"):
         standins.ship(tmp_path / "nothing", into=shipped)
+
+
+def test_the_focus_pass_trains_the_language_model_on_its_tasks_after_the_mixed_pass(corpus):
+    """The tiny profile's LLM stand-in ends with the trial conversations alone; without that pass it is a
+    different stand-in (another cache folder), with fewer steps and other weights."""
+    profile = load_profile("tiny")
+    assert profile.standins.language_model.focus_data == ["trial"]
+    mixed_only = copy.deepcopy(profile)
+    mixed_only.standins.language_model.focus_data = []
+    with_focus, without = ensure_standin_lm(profile, corpus), ensure_standin_lm(mixed_only, corpus)
+    assert with_focus != without
+    steps = [len(json.loads((folder / "losses.json").read_text())) for folder in (with_focus, without)]
+    assert steps[0] > steps[1] > 0, steps
+    a, b = (load_file(folder / LM_FILES[0]) for folder in (with_focus, without))
+    assert any(not torch.equal(a[name], b[name]) for name in a)

@@ -42,6 +42,8 @@ TASKS = ("caption", "report_long", "vqa_mc", "text_mc", "reasoning", "report", "
 # Sized so that every benchmark counterpart gets at least 100 held-out items (MAX_ITEMS in
 # medkit.eval.benchmarks.synthetic): text_mc and vqa_mc are each shared by 6 benchmarks, whose
 # hash-split shares of the 720 held-out items are 101-133; reports, trials and impressions feed one each.
+# trial has 2,600 (520 held out, the counterpart reads 100): the language-model stand-in needs its 2,080
+# training conversations to learn the eligibility rule (medkit/configs/profiles/tiny.yaml).
 DEFAULT_SIZES = {
     "caption": 240,
     "report_long": 320,
@@ -49,7 +51,7 @@ DEFAULT_SIZES = {
     "text_mc": 3600,
     "reasoning": 80,
     "report": 200,
-    "trial": 520,
+    "trial": 2600,
     "impression": 520,
 }
 # A smoke run's corpus (notebooks with MEDKIT_SMOKE=1): a tenth of each task, still a few held-out items

@@ -167,8 +167,9 @@ def train_standin_lm(profile: Profile, settings: StandinLM, corpus_dir: Path, ou
     from medkit.training.run import single_process_args, train
     from medkit.training.stages import Trainable, apply_trainable
 
+    focus = f", then {', '.join(settings.focus_data)} alone ({settings.focus_epochs:g} epochs)" if settings.focus_data else ""
     print(f"[standins] training the language-model stand-in on {', '.join(settings.data)} "
-          f"({settings.epochs:g} epoch(s)); cached in {out.parent}", flush=True)
+          f"({settings.epochs:g} epoch(s)){focus}; cached in {out.parent}", flush=True)
     tokenizer = load_tokenizer(profile.model.tokenizer)
     model = build_tiny_model(profile, tokenizer)
     use_attention(model, profile.model.attn_implementation)
@@ -178,11 +179,16 @@ def train_standin_lm(profile: Profile, settings: StandinLM, corpus_dir: Path, ou
     args = single_process_args(out / "trainer", seed=profile.seed, learning_rate=settings.learning_rate,
                                epochs=settings.epochs, batch_size=settings.batch_size)
     rows = PackingCollator(tokenizer.pad_token_id, model.config.text_config.max_position_embeddings)
-    result = train(model, ConversationDataset(items, processor), rows, args)
+    losses = train(model, ConversationDataset(items, processor), rows, args).losses
+    if settings.focus_data and settings.focus_epochs > 0:
+        focus = [(text_only(s), root) for s, root in load_items(settings.focus_data, corpus_dir, "train")]
+        args = single_process_args(out / "trainer", seed=profile.seed, learning_rate=settings.learning_rate,
+                                   epochs=settings.focus_epochs, batch_size=settings.batch_size)
+        losses += train(model, ConversationDataset(focus, processor), rows, args).losses
     shutil.rmtree(out / "trainer", ignore_errors=True)
     save_file(model.model.language_model.state_dict(), out / LM_FILES[0])
     save_file(model.lm_head.state_dict(), out / LM_FILES[1])
-    (out / "losses.json").write_text(json.dumps(result.losses))
+    (out / "losses.json").write_text(json.dumps(losses))
 
 
 # --------------------------------------------------------------------------------------------------
