@@ -202,7 +202,7 @@ def test_the_focus_pass_trains_the_language_model_on_its_tasks_after_the_mixed_p
     """The tiny profile's LLM stand-in ends with the trial conversations alone; without that pass it is a
     different stand-in (another cache folder), with fewer steps and other weights."""
     profile = load_profile("tiny")
-    assert profile.standins.language_model.focus_data == ["trial"]
+    assert profile.standins.language_model.focus_data == ["trial", "text_mc"]
     mixed_only = copy.deepcopy(profile)
     mixed_only.standins.language_model.focus_data = []
     with_focus, without = ensure_standin_lm(profile, corpus), ensure_standin_lm(mixed_only, corpus)
