@@ -138,6 +138,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from medkit.hub import local_cache_unless_reachable
+
 __all__ = [
     "ALL_METRICS",
     "DEFAULT_METRICS",
@@ -492,7 +494,8 @@ def _entry_point(backend: str, needs: str):
 
 def _load(factory: Callable[[], Any], needs: str):
     try:
-        return factory()
+        with local_cache_unless_reachable():  # a missing file fails at once, not after retries
+            return factory()
     except Exception as exc:  # offline / weights absent / incompatible install
         raise _failure("loading", needs, exc) from exc
 
@@ -500,7 +503,8 @@ def _load(factory: Callable[[], Any], needs: str):
 def _run(fn: Callable[[], Any], needs: str):
     """Scoring with a loaded backend; an incompatible install fails here too."""
     try:
-        return fn()
+        with local_cache_unless_reachable():  # some backends fetch files on first use
+            return fn()
     except BackendUnavailable:
         raise
     except Exception as exc:
