@@ -165,6 +165,8 @@ class StandinLM:
     # then a second pass over these tasks alone (a release tuned on a task the mixed pass under-trains)
     focus_data: list[str] = field(default_factory=list)
     focus_epochs: float = 0.0
+    # the focus pass before the mixed one (the mixed pass then restores what the focus pass displaced)
+    focus_first: bool = False
 
 
 @dataclass

@@ -202,7 +202,7 @@ def test_the_focus_pass_trains_the_language_model_on_its_tasks_after_the_mixed_p
     """The tiny profile's LLM stand-in ends with the trial conversations alone; without that pass it is a
     different stand-in (another cache folder), with fewer steps and other weights."""
     profile = load_profile("tiny")
-    assert profile.standins.language_model.focus_data == ["trial", "text_mc"]
+    assert profile.standins.language_model.focus_data == ["trial", "text_mc"] and profile.standins.language_model.focus_first
     mixed_only = copy.deepcopy(profile)
     mixed_only.standins.language_model.focus_data = []
     with_focus, without = ensure_standin_lm(profile, corpus), ensure_standin_lm(mixed_only, corpus)
@@ -211,3 +211,15 @@ def test_the_focus_pass_trains_the_language_model_on_its_tasks_after_the_mixed_p
     assert steps[0] > steps[1] > 0, steps
     a, b = (load_file(folder / LM_FILES[0]) for folder in (with_focus, without))
     assert any(not torch.equal(a[name], b[name]) for name in a)
+
+
+def test_the_focus_pass_runs_first_where_the_profile_says_so():
+    from medkit.profiles import StandinLM
+    from medkit.training.standins import lm_passes
+
+    mixed = dict(data=["text_mc", "trial", "vqa_mc"], epochs=0.4, learning_rate=3e-3, batch_size=8)
+    assert lm_passes(StandinLM(**mixed)) == [(["text_mc", "trial", "vqa_mc"], 0.4)]
+    after = StandinLM(**mixed, focus_data=["trial"], focus_epochs=2.0)
+    assert lm_passes(after) == [(["text_mc", "trial", "vqa_mc"], 0.4), (["trial"], 2.0)]
+    before = StandinLM(**mixed, focus_data=["trial"], focus_epochs=2.0, focus_first=True)
+    assert lm_passes(before) == [(["trial"], 2.0), (["text_mc", "trial", "vqa_mc"], 0.4)]

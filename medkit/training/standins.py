@@ -155,6 +155,16 @@ def compose_tiny(profile: Profile, tokenizer, corpus_dir: str | Path):
 # the language model
 
 
+def lm_passes(settings: StandinLM) -> list[tuple[list[str], float]]:
+    """(tasks, epochs) of each training pass of the language-model stand-in, in order: the mixed pass and
+    the focus pass, the focus pass first where ``focus_first``."""
+    passes = [(settings.data, settings.epochs)]
+    if settings.focus_data and settings.focus_epochs > 0:
+        focus = (settings.focus_data, settings.focus_epochs)
+        passes = [focus] + passes if settings.focus_first else passes + [focus]
+    return passes
+
+
 def train_standin_lm(profile: Profile, settings: StandinLM, corpus_dir: Path, out: Path) -> None:
     """The toy LLM trained on the corpus's training conversations, images stripped (one process)."""
     from medkit.chat import load_tokenizer
@@ -167,24 +177,21 @@ def train_standin_lm(profile: Profile, settings: StandinLM, corpus_dir: Path, ou
     from medkit.training.run import single_process_args, train
     from medkit.training.stages import Trainable, apply_trainable
 
-    focus = f", then {', '.join(settings.focus_data)} alone ({settings.focus_epochs:g} epochs)" if settings.focus_data else ""
-    print(f"[standins] training the language-model stand-in on {', '.join(settings.data)} "
-          f"({settings.epochs:g} epoch(s)){focus}; cached in {out.parent}", flush=True)
+    passes = lm_passes(settings)
+    described = ", then ".join(f"{', '.join(tasks)} ({epochs:g} epoch(s))" for tasks, epochs in passes)
+    print(f"[standins] training the language-model stand-in on {described}; cached in {out.parent}", flush=True)
     tokenizer = load_tokenizer(profile.model.tokenizer)
     model = build_tiny_model(profile, tokenizer)
     use_attention(model, profile.model.attn_implementation)
     processor = MedGPTOssProcessor.for_model(model.config, tokenizer, profile)
     apply_trainable(model, Trainable(vision=False, projector=False, llm=True))
-    items = [(text_only(s), root) for s, root in load_items(settings.data, corpus_dir, "train")]
-    args = single_process_args(out / "trainer", seed=profile.seed, learning_rate=settings.learning_rate,
-                               epochs=settings.epochs, batch_size=settings.batch_size)
     rows = PackingCollator(tokenizer.pad_token_id, model.config.text_config.max_position_embeddings)
-    losses = train(model, ConversationDataset(items, processor), rows, args).losses
-    if settings.focus_data and settings.focus_epochs > 0:
-        focus = [(text_only(s), root) for s, root in load_items(settings.focus_data, corpus_dir, "train")]
+    losses = []
+    for tasks, epochs in passes:
+        items = [(text_only(s), root) for s, root in load_items(tasks, corpus_dir, "train")]
         args = single_process_args(out / "trainer", seed=profile.seed, learning_rate=settings.learning_rate,
-                                   epochs=settings.focus_epochs, batch_size=settings.batch_size)
-        losses += train(model, ConversationDataset(focus, processor), rows, args).losses
+                                   epochs=epochs, batch_size=settings.batch_size)
+        losses += train(model, ConversationDataset(items, processor), rows, args).losses
     shutil.rmtree(out / "trainer", ignore_errors=True)
     save_file(model.model.language_model.state_dict(), out / LM_FILES[0])
     save_file(model.lm_head.state_dict(), out / LM_FILES[1])
