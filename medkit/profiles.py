@@ -162,7 +162,8 @@ class StandinLM:
     epochs: float
     learning_rate: float
     batch_size: int
-    # then a second pass over these tasks alone (a release tuned on a task the mixed pass under-trains)
+    # a pass over these tasks alone, after the mixed one (or before it: focus_first), for tasks the mixed
+    # pass under-trains (a release tuned on them)
     focus_data: list[str] = field(default_factory=list)
     focus_epochs: float = 0.0
     # the focus pass before the mixed one (the mixed pass then restores what the focus pass displaced)
