@@ -198,9 +198,10 @@ def test_a_run_whose_keys_match_copies_the_shipped_stand_ins_instead_of_training
         standins.ship(tmp_path / "nothing", into=shipped)
 
 
-def test_the_focus_pass_trains_the_language_model_on_its_tasks_after_the_mixed_pass(corpus):
-    """The tiny profile's LLM stand-in ends with the trial conversations alone; without that pass it is a
-    different stand-in (another cache folder), with fewer steps and other weights."""
+def test_the_focus_pass_trains_the_language_model_on_its_tasks_besides_the_mixed_pass(corpus):
+    """The tiny profile's LLM stand-in first trains on the trial and text questions alone, then on every
+    task; without that pass it is a different stand-in (another cache folder), with fewer steps and other
+    weights."""
     profile = load_profile("tiny")
     assert profile.standins.language_model.focus_data == ["trial", "text_mc"] and profile.standins.language_model.focus_first
     mixed_only = copy.deepcopy(profile)
