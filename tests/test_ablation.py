@@ -16,7 +16,7 @@ from medkit.config import ConfigError
 from medkit.data.synthetic import generate_corpus
 from medkit.model.build import build_tiny_model
 from medkit.profiles import load_profile
-from medkit.training.ablation import (EXPERT_ADAPTER, WORKER_LOG, LocalWorkers, Phase, add_lora, ablation_dry_run, ablation_trainable_parameters,
+from medkit.training.ablation import (EXPERT_ADAPTER, WORKER_LOG, WORKER_ROW, LocalWorkers, Phase, add_lora, ablation_dry_run, ablation_trainable_parameters,
                                       default_launch, load_ablation_config, parameter_counts, phase_batch,
                                       ranks_command, run_ablation, run_workers, text_only, trained_model)
 from medkit.training.ablation_run import PhaseJob
@@ -257,6 +257,7 @@ def test_tiny_trains_in_single_threaded_workers_and_the_dry_run_says_so():
     text = ablation_dry_run("tiny")
     assert "each in a worker process of 1 thread (no DeepSpeed)" in text
     assert "--worker" in text and f"OUT/<encoder>/{WORKER_LOG}" in text
+    assert "evaluation   after training, in each encoder's worker, once its phases are done" in text
     with pytest.raises(ConfigError, match="workers must be >= 1"):
         LocalWorkers(0)
 
@@ -269,6 +270,22 @@ def test_a_failed_worker_raises_with_the_end_of_its_log(tmp_path):
                                            r"unknown vision encoder 'nosuch'"):
         run_workers(LocalWorkers(2), ["nosuch"], "tiny", config, tmp_path, tmp_path / "run", None)
     assert (tmp_path / "run" / "nosuch" / WORKER_LOG).is_file()
+
+
+def test_each_worker_evaluates_its_encoder_and_the_results_are_its_rows(toy_run):
+    """The tiny workers score their own encoder (side by side, on their one thread): results.json holds
+    exactly the rows they wrote."""
+    out, results = toy_run
+    for row in results["encoders"]:
+        assert json.loads((out / row["encoder"] / WORKER_ROW).read_text()) == row
+
+
+def test_a_worker_that_wrote_no_row_is_an_error_not_a_missing_bar(tmp_path):
+    from medkit.training.ablation import worker_row
+
+    (tmp_path / "clip").mkdir()
+    with pytest.raises(RuntimeError, match=r"ablation clip: its worker exited without writing .*clip.result\.json"):
+        worker_row(tmp_path, "clip")
 
 
 @pytest.mark.slow

@@ -15,7 +15,9 @@ of bf16 GPT-oss leave one 80 GB GPU no room for a batch's activations. On the ti
 the same jobs without DeepSpeed (starting ZeRO-3 ranks takes longer than a toy phase), each encoder's two
 in a worker process of one thread, one worker per core (``LocalWorkers``; ``InProcess`` runs them here);
 ``launch=Launch(nproc=2)`` (``medkit ablation --nproc 2``) runs them on 2 CPU ranks under ZeRO-3.
-Evaluation runs here once the ranks have finished, on this process's GPUs (or the CPU).
+Evaluation runs here once the ranks have finished, on this process's GPUs (or the CPU); a tiny worker
+evaluates its own encoder on its one thread once both phases are done, so evaluation too runs side by side
+and an encoder's numbers stay those of its worker alone.
 
 LoRA through peft. The adapters cover the attention projections (``target_modules``, peft ``lora.Linear``)
 and the 3-D MoE expert weights (``target_parameters``, peft ``lora.ParamWrapper``). ParamWrapper folds
@@ -156,6 +158,7 @@ class LocalWorkers:
 
 
 WORKER_LOG = "worker.log"  # an encoder's worker output, in its folder
+WORKER_ROW = "result.json"  # an encoder's results row, written by its worker once it has evaluated
 
 
 @dataclass(frozen=True)
@@ -383,7 +386,7 @@ def run_phase_job(where: Launch | InProcess, job: PhaseJob, steps: int | None) -
 
 def worker_command(profile_name: str, encoder: str, config_path: Path, data_root: Path, out_dir: Path,
                    corpus_dir: Path | None) -> list[str]:
-    """The command of one encoder's worker: compose its start, then train both phases (one thread)."""
+    """The command of one encoder's worker: compose its start, train both phases, evaluate (one thread)."""
     cmd = [sys.executable, "-m", RANK_ENTRY, "--worker", "--profile", str(profile_name), "--encoder", encoder,
            "--config", str(config_path), "--data-root", str(data_root), "--out", str(out_dir)]
     return cmd + (["--corpus-dir", str(corpus_dir)] if corpus_dir is not None else [])
@@ -411,8 +414,10 @@ def run_workers(where: LocalWorkers, names: list[str], profile_name: str, config
             while pending or running:
                 while pending and len(running) < where.workers:
                     name = pending.pop(0)
-                    progress_note(f"[ablation] {name}: projector pretraining, then projector + LoRA ({describe(where)})")
+                    progress_note(f"[ablation] {name}: projector pretraining, then projector + LoRA, then its "
+                                  f"evaluation ({describe(where)})")
                     encoder_dir(out_dir, name).mkdir(parents=True, exist_ok=True)
+                    (encoder_dir(out_dir, name) / WORKER_ROW).unlink(missing_ok=True)  # no earlier run's row
                     log = (encoder_dir(out_dir, name) / WORKER_LOG).open("w", encoding="utf-8")
                     cmd = worker_command(profile_name, name, config_path, data_root, out_dir, corpus_dir)
                     running[name] = (subprocess.Popen(cmd, env=worker_environment(), stdout=log,
@@ -436,13 +441,26 @@ def run_workers(where: LocalWorkers, names: list[str], profile_name: str, config
 
 def train_encoder_in_worker(profile_name: str, encoder: str, config_path: Path, data_root: Path, out_dir: Path,
                             corpus_dir: Path | None) -> None:
-    """What a worker runs: the encoder's start, then both phases, on one thread."""
+    """What a worker runs, on one thread: the encoder's start, both phases, then its evaluation, whose row
+    it writes to ``OUT/<encoder>/result.json``."""
     from medkit.training.ablation_run import train_phase
 
     torch.set_num_threads(1)
     compose_start(profile_name, encoder, corpus_dir, out_dir)
     for phase in PHASES:
         train_phase(PhaseJob(phase, str(profile_name), encoder, config_path, data_root, out_dir), zero3=False)
+    row = evaluate_encoder(encoder, load_ablation_config(config_path), profile_name, data_root, out_dir)
+    tmp = encoder_dir(out_dir, encoder) / (WORKER_ROW + ".tmp")
+    tmp.write_text(json.dumps(row, indent=2, sort_keys=True))
+    tmp.replace(encoder_dir(out_dir, encoder) / WORKER_ROW)
+
+
+def worker_row(out_dir: Path, encoder: str) -> dict:
+    """The results row a finished worker wrote for its encoder."""
+    path = encoder_dir(out_dir, encoder) / WORKER_ROW
+    if not path.is_file():
+        raise RuntimeError(f"ablation {encoder}: its worker exited without writing {path}")
+    return json.loads(path.read_text())
 
 
 def compose_start(profile_name: str, encoder: str, corpus_dir: Path | None, out_dir: Path) -> Path:
@@ -638,7 +656,9 @@ def ablation_dry_run(profile_name: str = "tiny", *, config: AblationConfig | str
         counts = ablation_trainable_parameters(config, load_profile(profile_name, encoder=name))
         lines.append(f"  {name:<11} " + "   ".join(f"{phase} {n:>14,}" for phase, n in counts.items()))
     ev = config.evaluation
-    lines.append(f"evaluation   after training, in this process on its GPU(s): MC {', '.join(ev.mc_data)}, loss "
+    where_scored = ("in each encoder's worker, once its phases are done" if isinstance(where, LocalWorkers)
+                    else "in this process on its GPU(s)")
+    lines.append(f"evaluation   after training, {where_scored}: MC {', '.join(ev.mc_data)}, loss "
                  f"{', '.join(ev.loss_data)}, {ev.limit_per_file or 'all'} item(s) per file, {ev.max_new_tokens} new tokens")
     if isinstance(where, Launch):
         job = PhaseJob(PHASES[0], str(profile_name), names[0], out_dir / CONFIG_NAME, root or Path("DATA_ROOT"), out_dir)
@@ -725,7 +745,10 @@ def run_ablation(
                 run_phase_job(where, job, getattr(config, phase).steps)
     rows = []
     for name in names:  # after every rank has finished: evaluation has this machine's GPUs to itself
-        rows.append(evaluate_encoder(name, config, profile_name, data_root, out_dir))
+        if isinstance(where, LocalWorkers):
+            rows.append(worker_row(out_dir, name))  # evaluated in its worker
+        else:
+            rows.append(evaluate_encoder(name, config, profile_name, data_root, out_dir))
         acc, loss = rows[-1]["mc_accuracy"], rows[-1]["heldout_loss"]
         print(f"[ablation] {name}: accuracy {acc['accuracy']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}], "
               f"held-out loss {loss['mean']:.3f} [{loss['ci_low']:.3f}, {loss['ci_high']:.3f}]")

@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="one phase of the LoRA encoder ablation on this rank "
                                                  "(started by medkit ablation)")
     parser.add_argument("--phase", choices=PHASES, help="the phase this rank trains (required without --worker)")
-    parser.add_argument("--worker", action="store_true", help="compose the encoder's start and train both phases "
-                        "in this process on one thread, without DeepSpeed (the tiny profile's workers)")
+    parser.add_argument("--worker", action="store_true", help="compose the encoder's start, train both phases and "
+                        "evaluate, in this process on one thread, without DeepSpeed (the tiny profile's workers)")
     parser.add_argument("--corpus-dir", type=Path, default=None, help="with --worker: the stand-ins' corpus (tiny)")
     parser.add_argument("--profile", required=True)
     parser.add_argument("--encoder", required=True)
