@@ -72,6 +72,43 @@ def test_deepspeed_imported_after_name_cpu_accelerator_does_not_warn():
     assert DS_CPU_WARNING not in done.stdout + done.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the auto-detection warning is a CPU-only one")
+def test_composing_a_stage_start_does_not_print_the_deepspeed_warning(tmp_path):
+    """Notebook 03 printed DeepSpeed's auto-detection warning: composing the first stage's start saves a
+    model, and save_pretrained imports deepspeed. The stand-ins are replaced by a fresh toy model here
+    (training them is another test's business); the stage's own preparation is what runs."""
+    from medkit.data.synthetic import generate_corpus
+
+    generate_corpus(tmp_path / "corpus", seed=0, sizes={"caption": 10})
+    env = {k: v for k, v in os.environ.items() if k != DS_ACCELERATOR}
+    code = ("import medkit.training.standins as standins\n"
+            "from medkit.model.build import build_tiny_model\n"
+            "standins.compose_tiny = lambda profile, tokenizer, corpus: build_tiny_model(profile, tokenizer)\n"
+            "from medkit.training.launch import prepare_stage\n"
+            f"prepare_stage('pretrain', profile='tiny', out={str(tmp_path / 'out')!r}, "
+            f"corpus={str(tmp_path / 'corpus')!r})\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "out" / "init" / "model" / "config.json").is_file()  # the save that imports deepspeed ran
+    assert DS_CPU_WARNING not in done.stdout + done.stderr
+
+
+def test_loading_a_checkpoint_s_tokenizer_does_not_warn_about_its_model_type(tmp_path):
+    """The evaluation notebooks printed transformers' "You are using a model of type `medgpt_oss` to
+    instantiate a model of type ``": AutoTokenizer reads the checkpoint's config.json before anything had
+    registered the type with AutoConfig."""
+    from medkit.model.configuration import MedGPTOssConfig
+
+    MedGPTOssConfig().save_pretrained(tmp_path)
+    load_tokenizer("tiny").save_pretrained(tmp_path)
+    code = ("import medkit.eval.adapters\n"  # what the evaluation imports before it loads the tokenizer
+            "from medkit.chat import load_tokenizer\n"
+            f"load_tokenizer({str(tmp_path)!r})\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "to instantiate a model of type" not in done.stdout + done.stderr
+
+
 def test_ablation_phase_model_trains_without_kv_cache(tmp_path, monkeypatch):
     """With gradient checkpointing on, the phase's model has use_cache off, so transformers does not switch
     it off (and log it) on the first training step."""

@@ -47,3 +47,9 @@ class MedGPTOssConfig(InternVLConfig):
 
 def _as_int(value) -> int:
     return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+# AutoConfig must know the type wherever a checkpoint's config.json is read, not only once the model class
+# is imported: AutoTokenizer on a checkpoint folder reads it first, and an unknown type makes transformers
+# warn that it instantiates "a model of type ``" in every evaluation notebook
+AutoConfig.register("medgpt_oss", MedGPTOssConfig, exist_ok=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText
+from transformers import AutoModelForImageTextToText
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from torch import nn
 from transformers.models.gpt_oss.modeling_gpt_oss import load_balancing_loss_func
@@ -154,5 +154,4 @@ class MedGPTOssForConditionalGeneration(InternVLForConditionalGeneration):
         return text.router_aux_loss_coef * aux
 
 
-AutoConfig.register("medgpt_oss", MedGPTOssConfig, exist_ok=True)
 AutoModelForImageTextToText.register(MedGPTOssConfig, MedGPTOssForConditionalGeneration, exist_ok=True)

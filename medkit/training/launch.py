@@ -203,6 +203,9 @@ def prepare_stage(stage_name: str, *, profile: str, out: str | Path, corpus: str
     records' lengths are measured, over-long ones dropped (or refused: policy ``error``). Every record is
     validated on the way (schema, images, length; see ``medkit.data.mixture``), so a bad one stops here,
     named by file and line, not in a rank's traceback. Returns what the stage will read."""
+    from medkit.training.deepspeed_setup import name_cpu_accelerator
+
+    name_cpu_accelerator()  # composing saves a model, which imports deepspeed: no auto-detection warning on CPU
     config = load_profile(profile)
     stage = stage_for_profile(load_stage(stage_name, vision_schedule), config)  # the rows the ranks will pack
     check_stage_sources(stage, corpus=corpus, data_root=data_root, leakage_report=leakage_report,
