@@ -42,14 +42,21 @@ def progress_note(text: str) -> None:
 
 def plain_library_bars() -> None:
     """Under the notebook runner, transformers' bars ("Loading weights", "Writing model shards") become
-    the plain-text bar too: left as widgets they read ``0%| | 0/132`` in every executed copy."""
+    the plain-text bar too: left as widgets they read ``0%| | 0/132`` in every executed copy. One opened
+    while a medkit bar runs (the model loading inside an evaluation's bar) is switched off instead: a
+    nested text bar moves the cursor with an ANSI escape, which an executed copy shows as ``[A``."""
     if not plain_progress():
         return
     from tqdm.auto import tqdm as auto_tqdm
+    from tqdm.std import tqdm as text_tqdm
     from transformers.utils import logging as hf_logging
 
     def plain_unless_disabled(factory, args, kwargs):
         # ``factory`` is tqdm.auto's bar, or transformers' empty shim when its bars are switched off
-        return progress_bar(*args, **kwargs) if factory is auto_tqdm else factory(*args, **kwargs)
+        if factory is not auto_tqdm:
+            return factory(*args, **kwargs)
+        if any(not bar.disable for bar in list(text_tqdm._instances)):
+            kwargs = {**kwargs, "disable": True}
+        return progress_bar(*args, **kwargs)
 
     hf_logging.set_tqdm_hook(plain_unless_disabled)

@@ -141,3 +141,14 @@ def test_transformers_own_bars_are_plain_text_in_an_executed_copy(project):
     assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     last_frames = [line.split("\r")[-1] for line in "".join(o.get("text", "") for o in outputs).splitlines()]
     assert any(frame.startswith("Loading weights: 100%") for frame in last_frames), last_frames
+
+
+def test_a_library_bar_inside_a_medkit_bar_leaves_no_cursor_escape_in_the_executed_copy(project):
+    """A model loaded inside an evaluation's bar opened a second, nested text bar, which moves the cursor
+    up with an ANSI escape: the executed copy showed a stray ``[A`` line."""
+    add_notebooks(project, **{"01_nested": "nested_progress"})
+    assert medkit_notebooks("--run-id", "nested") == 0
+    text = outputs(project / "runs" / "nested" / "01_nested.ipynb")
+    assert "\x1b[A" not in text and "[A" not in text, text
+    assert "eval: 100%" in text.split("\r")[-1] or any(
+        line.split("\r")[-1].startswith("eval: 100%") for line in text.splitlines()), text
