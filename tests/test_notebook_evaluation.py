@@ -60,3 +60,35 @@ def test_what_this_run_shows_is_computed_from_the_result_files(tmp_path):
     (folder / "mimic_cxr_report.json").write_text(json.dumps({"benchmark": "mimic_cxr_report", "metrics": report}))
     text = what_this_run_shows(NotebookParameters(run_dir=str(tmp_path)), "figure2").data
     assert "above zero on rougeL; bleu4 stays at 0.000" in text  # judged at the printed 3 decimals
+
+
+def test_not_computed_cells_show_as_markers_with_each_reason_once_below():
+    """Notebooks 08-09 showed "not computed: needs package RaTEScore==0.6.0 a..." in every such cell, cut
+    by pandas; the frame now shows the tables' marker and the whole reason once, as a footnote."""
+    import pandas as pd
+
+    from medkit.notebook.display import noted
+
+    reason = ("not computed: needs package RaTEScore==0.6.0 and weights Angelakeke/RaTE-NER-Deberta "
+              "(loading failed: OSError)")
+    frame = pd.DataFrame({"benchmark": ["impression_0shot", "impression_1shot"], "bleu2": [0.231, 0.2],
+                          "ratescore": [reason, reason], "radgraph": ["not computed: needs radgraph", None]})
+    shown = noted(frame)
+    assert shown.frame["ratescore"].tolist() == ["n/c [1]", "n/c [1]"]
+    assert shown.frame["radgraph"].tolist()[0] == "n/c [2]"
+    assert shown.frame["bleu2"].tolist() == [0.231, 0.2]  # numbers untouched
+    assert shown.notes == [f"[1] {reason}", "[2] not computed: needs radgraph"]
+    for text in (repr(shown), shown._repr_html_()):
+        assert text.count("RaTE-NER-Deberta") == 1 and "..." not in text
+
+
+def test_the_kernel_setup_shows_every_cell_whole(monkeypatch):
+    """pandas cut cells at 50 characters (benchmark descriptions, prompt excerpts, file lists)."""
+    import pandas as pd
+
+    monkeypatch.delenv("MEDKIT_RUN_DIR", raising=False)
+    long = "Radiology figures with captions from PMC articles, filtered for medical content and quality"
+    with pd.option_context("display.max_colwidth", 50):
+        assert "..." in repr(pd.DataFrame({"description": [long]}))  # the default this guards against
+        notebook_parameters({})
+        assert long in repr(pd.DataFrame({"description": [long]}))

@@ -120,7 +120,10 @@ def notebook_parameters(namespace: dict[str, Any]) -> NotebookParameters:
     Called right after the parameters cell (and papermill's injected one), where every plain value in the
     namespace is a parameter: any other is an unknown name (papermill itself only warns about those)."""
     check_names(namespace)
+    from medkit.notebook.display import whole_cells  # (display imports this module)
+
     plain_library_bars()  # the kernel's setup: the first medkit call of every notebook
+    whole_cells()
     values = {n: namespace[n] for n in NAMES if n in namespace}
     if os.environ.get(RUN_DIR_ENV):
         values["run_dir"] = os.environ[RUN_DIR_ENV]
