@@ -527,3 +527,15 @@ def test_radgraph_with_a_non_bert_encoder_is_not_computed(monkeypatch, tmp_path,
     assert r.value is None
     assert r.status.startswith("not computed: needs package radgraph==0.1.18")
     assert "loading failed: TypeError" in r.status and "BERT tokenizers only" in r.status
+
+
+def test_a_backend_failure_is_cut_at_a_word_for_its_footnote():
+    """A hub error's first line runs on for sentences; the footnote ended "Please check yo)"."""
+    from medkit.eval.report_metrics import _failure
+
+    long = ("Cannot download the file An error happened while trying to locate the file on the Hub and we "
+            "cannot find the requested files in the local cache. Please check your connection and try again")
+    text = str(_failure("loading", "needs package radgraph==0.1.18", Exception(long)))
+    assert text.startswith("needs package radgraph==0.1.18 (loading failed: Exception: Cannot download")
+    assert text.endswith(" …)") and "Please check …" in text  # cut between words, marked
+    assert str(_failure("loading", "needs X", Exception("short"))) == "needs X (loading failed: Exception: short)"

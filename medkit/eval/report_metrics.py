@@ -133,6 +133,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -472,7 +473,8 @@ BACKENDS = {
 
 
 def _failure(what: str, needs: str, exc: BaseException) -> BackendUnavailable:
-    msg = str(exc).splitlines()[0][:160] if str(exc) else ""
+    # the first line, cut at a word (hub errors run on for several sentences): a footnote, not a traceback
+    msg = textwrap.shorten(str(exc).splitlines()[0], 160, placeholder=" …") if str(exc).strip() else ""
     return BackendUnavailable(f"{needs} ({what} failed: {type(exc).__name__}: {msg})")
 
 
