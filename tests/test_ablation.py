@@ -175,6 +175,7 @@ def test_every_encoder_trains_and_is_scored_on_the_same_items(toy_run):
         acc, loss = row["mc_accuracy"], row["heldout_loss"]
         assert acc["n"] == 4  # the eval split of 20 vqa_mc items, the same for every encoder
         assert acc["ci_low"] <= acc["accuracy"] <= acc["ci_high"]
+        assert acc["chance_rate"] == row_of(results, "clip")["mc_accuracy"]["chance_rate"] == 0.25  # 4 options each
         assert loss["ci_low"] <= loss["mean"] <= loss["ci_high"] and loss["mean"] > 0
         assert row["phase1_loss"]["steps"] == 2 and row["phase2_loss"]["steps"] == 2
         ids = [json.loads(line)["id"] for line in (out / row["encoder"] / "predictions.jsonl").open()]

@@ -288,6 +288,22 @@ def test_figure1_caption_gives_the_item_counts_and_which_differences_exceed_the_
     assert "loss: every pair of CIs overlaps" in line
 
 
+def test_figure1_draws_chance_and_says_how_many_encoders_clear_it():
+    """Above chance is what the tiny bars must show: the figure draws the items' chance rate and counts the
+    encoders whose whole CI lies above it; a results file without the rate (older) draws no line."""
+    import pandas as pd
+
+    from medkit.reporting.figures import chance_line, common_chance_rate
+
+    rows = [{"mc_accuracy": {"chance_rate": 0.25}}, {"mc_accuracy": {"chance_rate": 0.25}}]
+    assert common_chance_rate({"encoders": rows}) == 0.25
+    assert common_chance_rate({"encoders": rows + [{"mc_accuracy": {}}]}) is None
+    assert common_chance_rate({"encoders": rows + [{"mc_accuracy": {"chance_rate": 0.2}}]}) is None
+    table = pd.DataFrame({"Acc. CI low": [26.0, 24.0]}, index=["clip", "siglip"])
+    assert chance_line(table, 0.25) == "Dashed line: chance on these items (25.0%); CI wholly above it for 1 of 2 encoders. "
+    assert chance_line(table, None) == ""
+
+
 def test_markdown_footnotes_render_as_text_not_bullets_and_stay_apart():
     from medkit.reporting.published import published_table
     from medkit.reporting.tables import to_markdown

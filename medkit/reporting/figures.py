@@ -84,14 +84,37 @@ def figure1(results: str | Path | dict, out_dir: str | Path, stamp: Stamp | None
     with figure_style():
         fig, (acc, loss) = plt.subplots(1, 2, figsize=SIZE)
         _errorbars(acc, table, "Accuracy (%)", "Acc. CI low", "Acc. CI high", "Strict MC accuracy (%)", colours[0])
+        chance = common_chance_rate(data)
+        if chance is not None:
+            acc.axhline(100 * chance, color="0.35", linestyle="--", linewidth=1.2, zorder=3)
+            acc.annotate(f"chance {100 * chance:.0f}%", (1.0, 100 * chance), xycoords=("axes fraction", "data"),
+                         xytext=(-4, 4), textcoords="offset points", ha="right", va="bottom", color="0.2",
+                         bbox=dict(boxstyle="round,pad=0.2", facecolor="white", edgecolor="none", alpha=0.85))
         acc.set_title("Accuracy (higher is better)")
         _errorbars(loss, table, "Held-out loss", "Loss CI low", "Loss CI high", "Held-out loss", colours[1])
         loss.set_title("Held-out loss (lower is better)")
         fig.suptitle(f"Figure 1 (reproduction): vision-encoder ablation, profile '{data['profile']}'")
         _caption(fig, f"Profile {data['profile']}, seed {data['seed']}; {items_line(table)}; bars = 95% bootstrap "
-                      f"CI. {separation_line(table)} The paper prints no numbers for Figure 1.", stamp)
+                      f"CI. {chance_line(table, chance)}{separation_line(table)} The paper prints no numbers for "
+                      "Figure 1.", stamp)
         fig.tight_layout(rect=(0, 0.14, 1, 0.95))
         return _save(fig, out_dir, name, stamp)
+
+
+def common_chance_rate(data: dict) -> float | None:
+    """The chance rate of the encoders' held-out MC items (the same items for all); None when a results
+    file does not record it (written before it did) or the encoders were scored on different items."""
+    rates = {round(row["mc_accuracy"].get("chance_rate") or -1.0, 9) for row in data["encoders"]}
+    return None if len(rates) != 1 or -1.0 in rates else rates.pop()
+
+
+def chance_line(table: pd.DataFrame, chance: float | None) -> str:
+    """How many encoders' accuracy CIs lie wholly above the dashed chance line."""
+    if chance is None:
+        return ""
+    above = [e for e in table.index if table.at[e, "Acc. CI low"] > 100 * chance]
+    return (f"Dashed line: chance on these items ({100 * chance:.1f}%); CI wholly above it for "
+            f"{len(above)} of {len(table)} encoders. ")
 
 
 def items_line(table: pd.DataFrame) -> str:

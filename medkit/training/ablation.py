@@ -49,7 +49,7 @@ from medkit.config import ConfigError, load_yaml
 from medkit.data.schema import Sample, read_jsonl
 from medkit.eval.generation import DecodeSettings, generate
 from medkit.eval.likelihood import per_item_loss
-from medkit.eval.scoring import bootstrap_ci, score_mc, summarise_scores
+from medkit.eval.scoring import bootstrap_ci, chance_rate, score_mc, summarise_scores
 from medkit.model.build import compose_pretrained
 from medkit.model.processor import MedGPTOssProcessor
 from medkit.profiles import CONFIG_DIR, Profile, get_encoder, load_profile
@@ -511,7 +511,10 @@ def mc_scores(model, processor, items, evaluation: Evaluation, seed: int) -> tup
         scores.append(score)
         rows.append({"id": sample.id, "answer": sample.meta["answer"], "output": completion.final,
                      "parsed": score.parsed, "status": score.status, "correct": score.correct})
-    return summarise_scores(scores, n_boot=evaluation.n_boot, seed=seed), rows
+    summary = summarise_scores(scores, n_boot=evaluation.n_boot, seed=seed)
+    # what guessing scores on these very items: Figure 1 draws it beside the bars
+    summary["chance_rate"] = chance_rate([sample.meta["options"] for sample, _ in items])
+    return summary, rows
 
 
 def held_out_loss(model, processor, items, evaluation: Evaluation, seed: int) -> dict:
