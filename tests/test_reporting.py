@@ -288,6 +288,29 @@ def test_figure1_caption_gives_the_item_counts_and_which_differences_exceed_the_
     assert "loss: every pair of CIs overlaps" in line
 
 
+def test_figure2_shows_this_run_s_lexical_metrics_beside_the_paper_s_values(tmp_path):
+    """On a machine without the model-based metrics' weights, BLEU and ROUGE-L are the fresh run's only
+    report scores, and the paper's Figure 2 has no slot for them: a panel of their own, with CIs."""
+    from medkit.reporting.figures import figure2
+    from medkit.reporting.tables import lexical_frame
+
+    lexical = lexical_frame(EVAL_OUT)
+    assert lexical.to_dict("records") == [
+        {"model": "MedGPT-OSS", "metric": "BLEU-2", "value": 0.11, "ci_low": 0.08, "ci_high": 0.14},
+        {"model": "MedGPT-OSS", "metric": "BLEU-4", "value": 0.03, "ci_low": 0.01, "ci_high": 0.05},
+        {"model": "MedGPT-OSS", "metric": "ROUGE-L", "value": 0.2, "ci_low": 0.15, "ci_high": 0.25}]
+    fresh = results_frame(EVAL_OUT, "figure2")
+    with_panel = figure2(tmp_path / "a", fresh=fresh, stamp=STAMP, lexical=lexical)
+    again = figure2(tmp_path / "b", fresh=fresh, stamp=STAMP, lexical=lexical)
+    without = figure2(tmp_path / "c", fresh=fresh, stamp=STAMP)
+    assert with_panel["png"].read_bytes() == again["png"].read_bytes()  # deterministic with the panel too
+    assert with_panel["png"].read_bytes() != without["png"].read_bytes()
+    from matplotlib.image import imread
+
+    assert imread(with_panel["png"]).shape[1] > imread(without["png"]).shape[1]  # the panel widens the figure
+    assert lexical_frame([]).empty  # no Figure 2 results: no panel
+
+
 def test_figure1_draws_chance_and_says_how_many_encoders_clear_it():
     """Above chance is what the tiny bars must show: the figure draws the items' chance rate and counts the
     encoders whose whole CI lies above it; a results file without the rate (older) draws no line."""

@@ -76,10 +76,11 @@ def figure2_of_run(params: NotebookParameters) -> dict[str, Path]:
     """Figure 2 with this run's report metrics beside the paper's printed bars (under the run folder)."""
     from medkit.reporting.assemble import run_stamp
     from medkit.reporting.figures import figure2
-    from medkit.reporting.tables import results_frame
+    from medkit.reporting.tables import lexical_frame, results_frame
 
-    return figure2(params.run / "figures", fresh=results_frame(params.run / "eval", "figure2"),
-                   stamp=run_stamp(params.profile, params.seed))
+    eval_out = params.run / "eval"
+    return figure2(params.run / "figures", fresh=results_frame(eval_out, "figure2"),
+                   stamp=run_stamp(params.profile, params.seed), lexical=lexical_frame(eval_out))
 
 
 EXCERPT = 160  # characters of a prompt, output or reference shown per prediction

@@ -45,6 +45,7 @@ from medkit.reporting.published import RESULT_TABLES, published_table
 from medkit.reporting.tables import (
     ablation_table,
     compare_with_published,
+    lexical_frame,
     load_ablation,
     load_results,
     render_table,
@@ -213,7 +214,8 @@ def render_all(inputs: Inputs, tables_dir: Path, figures_dir: Path, stamp: Stamp
         done.figures["figure1"] = figure1(inputs.ablation, figures_dir, stamp)
     else:
         done.missing["figure1"] = f"no encoder-ablation results at {inputs.ablation_path} (run notebook 02)"
-    done.figures["figure2"] = figure2(figures_dir, fresh=fresh.get("figure2"), stamp=stamp)
+    done.figures["figure2"] = figure2(figures_dir, fresh=fresh.get("figure2"), stamp=stamp,
+                                      lexical=lexical_frame(inputs.results) if inputs.results else None)
     done.tables["claims_audit"] = render_table(claims_audit(), "claims_audit", tables_dir, stamp)
     paired = fresh_claims_audit(inputs.results, inputs.eval_out, stamp.seed or 0) if inputs.results else None
     if paired is None:

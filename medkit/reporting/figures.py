@@ -166,11 +166,14 @@ def bar_centre(metric_index: int, series_index: int, n_series: int) -> float:
 
 def figure2(out_dir: str | Path, fresh: pd.DataFrame | None = None, stamp: Stamp | None = None,
             published: pd.DataFrame | None = None, fresh_label: str = "fresh run",
-            name: str = "figure2") -> dict[str, Path]:
+            name: str = "figure2", lexical: pd.DataFrame | None = None) -> dict[str, Path]:
     """Grouped bars per metric (RadGraph-F1, RaTEScore, 1/RadCliQ-v1) and model. Published values where
     the paper prints them, a marker on the axis ("not printed") otherwise; a fresh results frame
     (``results_frame(eval_out, 'figure2')``) is drawn beside them with a black edge. Text cells ("not
-    computed") are shown as text, never as a bar."""
+    computed") are shown as text, never as a bar. With ``lexical`` (``lexical_frame(eval_out)``, not
+    empty) a second panel shows the fresh run's BLEU and ROUGE-L on the same reports, with their CIs:
+    the paper's figure has no lexical metric, and on a machine without the model-based metrics' weights
+    they are this run's only scores."""
     published = published_figure2() if published is None else published
     series = _series(published, fresh, fresh_label)
     metrics = list(published.index)
@@ -181,8 +184,13 @@ def figure2(out_dir: str | Path, fresh: pd.DataFrame | None = None, stamp: Stamp
                         columns=["metric", "series", "value"])
     numbers = bars["value"].tolist()
     top = max([1.0] + numbers) * 1.05
+    with_lexical = lexical is not None and not lexical.empty
     with figure_style():
-        fig, ax = plt.subplots(figsize=SIZE)
+        if with_lexical:
+            fig, (ax, lex) = plt.subplots(1, 2, figsize=(SIZE[0] + 2.6, SIZE[1]),
+                                          gridspec_kw={"width_ratios": [3.2, 1.0]})
+        else:
+            fig, ax = plt.subplots(figsize=SIZE)
         # hue_order keeps a slot for every series, bars or not, so each bar sits where bar_centre says
         sns.barplot(data=bars, x="metric", y="value", hue="series", order=metrics, hue_order=labels,
                     palette=colours, width=BAR_GROUP_WIDTH, errorbar=None, legend=False, ax=ax)
@@ -214,10 +222,39 @@ def figure2(out_dir: str | Path, fresh: pd.DataFrame | None = None, stamp: Stamp
         ax.set_ylabel("score (higher is better)")
         ax.set_title("Figure 2 (reproduction): MIMIC-CXR report generation")
         ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        _caption(fig, f"Published bars only where the paper prints the number; '{NOT_PRINTED_MARKER}' on the axis = "
-                      "not printed in the paper (no value, not a zero).", stamp)
+        caption = (f"Published bars only where the paper prints the number; '{NOT_PRINTED_MARKER}' on the axis = "
+                   "not printed in the paper (no value, not a zero).")
+        if with_lexical:
+            _lexical_panel(lex, lexical, fresh_label, colours)
+            caption += (f" Right: this run's lexical overlap with the reference reports ({fresh_label}; "
+                        "95% bootstrap CI): the paper's Figure 2 prints no lexical metric.")
+        _caption(fig, caption, stamp)
         fig.tight_layout(rect=(0, 0.1, 1, 1))
         return _save(fig, out_dir, name, stamp)
+
+
+def _lexical_panel(ax, lexical: pd.DataFrame, fresh_label: str, colours: dict[str, Any]) -> None:
+    """The fresh run's BLEU / ROUGE-L bars on their own scale (far below the model-based metrics' 0-1),
+    each with its CI and its value printed, in the colour its fresh series has in the left panel."""
+    metrics = list(dict.fromkeys(lexical["metric"]))
+    models = list(dict.fromkeys(lexical["model"]))
+    spare = sns.color_palette("tab10", len(colours) + len(models))[len(colours):]
+    palette = {m: colours.get(f"{m} ({fresh_label})", spare[i]) for i, m in enumerate(models)}
+    sns.barplot(data=lexical, x="metric", y="value", hue="model", order=metrics, hue_order=models,
+                palette=palette, width=BAR_GROUP_WIDTH, errorbar=None,
+                legend=len(models) > 1, edgecolor="black", ax=ax)
+    top = max(lexical["ci_high"].fillna(lexical["value"]).max(), lexical["value"].max()) * 1.3 or 1.0
+    for _, row in lexical.iterrows():
+        x = bar_centre(metrics.index(row["metric"]), models.index(row["model"]), len(models))
+        if is_number(row["ci_low"]) and is_number(row["ci_high"]):
+            ax.errorbar([x], [row["value"]], yerr=[[row["value"] - row["ci_low"]], [row["ci_high"] - row["value"]]],
+                        fmt="none", ecolor="black", capsize=3, linewidth=1)
+        ax.text(x, (row["ci_high"] if is_number(row["ci_high"]) else row["value"]) + top * 0.02,
+                f"{row['value']:.3f}", fontsize=ANNOTATION_PT, ha="center", va="bottom")
+    ax.set_ylim(0, top)
+    ax.set_xlabel("")
+    ax.set_ylabel("score (higher is better)")
+    ax.set_title(f"Lexical overlap ({fresh_label})", fontsize=9)
 
 
 # ---------------------------------------------------------------- training loss curves (notebooks 03-05)

@@ -332,6 +332,26 @@ def _result_cells(records: list[dict[str, Any]], table: str) -> tuple[pd.DataFra
     return values, cis
 
 
+# this run's lexical overlap on Figure 2's reports (the paper's figure prints only model-based metrics)
+LEXICAL_METRICS = {"bleu2": "BLEU-2", "bleu4": "BLEU-4", "rougeL": "ROUGE-L"}
+FIGURE2_BENCHMARK = "mimic_cxr_report"
+
+
+def lexical_frame(eval_out: str | Path | list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (model header, lexical metric) computed on Figure 2's reports: value, ci_low, ci_high.
+    Empty when no model has Figure 2's results; a metric the result file holds no value for is left out."""
+    records = [r for r in _records(eval_out) if r["benchmark"] == FIGURE2_BENCHMARK]
+    columns = column_names(r["model"] for r in records)
+    rows = []
+    for record in sorted(records, key=lambda r: columns[r["model"]]):
+        for metric, label in LEXICAL_METRICS.items():
+            entry = record["metrics"].get(metric) or {}
+            if entry.get("status", "ok") == "ok" and is_number(entry.get("value")):
+                rows.append({"model": columns[record["model"]], "metric": label, "value": entry["value"],
+                             "ci_low": entry.get("ci_low"), "ci_high": entry.get("ci_high")})
+    return pd.DataFrame(rows, columns=["model", "metric", "value", "ci_low", "ci_high"])
+
+
 def _records(results: str | Path | list[dict[str, Any]]) -> list[dict[str, Any]]:
     return results if isinstance(results, list) else load_results(results)
 
