@@ -104,8 +104,8 @@ def figure1(results: str | Path | dict, out_dir: str | Path, stamp: Stamp | None
 def common_chance_rate(data: dict) -> float | None:
     """The chance rate of the encoders' held-out MC items (the same items for all); None when a results
     file does not record it (written before it did) or the encoders were scored on different items."""
-    rates = {round(row["mc_accuracy"].get("chance_rate") or -1.0, 9) for row in data["encoders"]}
-    return None if len(rates) != 1 or -1.0 in rates else rates.pop()
+    rates = {row["mc_accuracy"].get("chance_rate") for row in data["encoders"]}
+    return rates.pop() if len(rates) == 1 and None not in rates else None
 
 
 def chance_line(table: pd.DataFrame, chance: float | None) -> str:
