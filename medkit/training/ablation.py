@@ -450,9 +450,7 @@ def train_encoder_in_worker(profile_name: str, encoder: str, config_path: Path, 
     for phase in PHASES:
         train_phase(PhaseJob(phase, str(profile_name), encoder, config_path, data_root, out_dir), zero3=False)
     row = evaluate_encoder(encoder, load_ablation_config(config_path), profile_name, data_root, out_dir)
-    tmp = encoder_dir(out_dir, encoder) / (WORKER_ROW + ".tmp")
-    tmp.write_text(json.dumps(row, indent=2, sort_keys=True))
-    tmp.replace(encoder_dir(out_dir, encoder) / WORKER_ROW)
+    write_json(encoder_dir(out_dir, encoder) / WORKER_ROW, row)
 
 
 def worker_row(out_dir: Path, encoder: str) -> dict:
@@ -556,6 +554,13 @@ def evaluate_encoder(encoder: str, config: AblationConfig, profile_name: str, da
         "mc_accuracy": accuracy,
         "train_runtime_s": round(phase1["train_runtime_s"] + phase2["train_runtime_s"], 1),
     }
+
+
+def write_json(path: Path, data: dict) -> None:
+    """``data`` as JSON, written beside ``path`` and renamed into place: a killed run leaves no half file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -756,7 +761,5 @@ def run_ablation(
         print(f"[ablation] {name}: accuracy {acc['accuracy']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}], "
               f"held-out loss {loss['mean']:.3f} [{loss['ci_low']:.3f}, {loss['ci_high']:.3f}]")
     results = {"profile": profile.name, "seed": profile.seed, "config": asdict(config), "encoders": rows}
-    tmp = out_dir / (RESULTS_NAME + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
-    tmp.replace(out_dir / RESULTS_NAME)
+    write_json(out_dir / RESULTS_NAME, results)
     return results
